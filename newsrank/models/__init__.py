@@ -1,0 +1,20 @@
+"""Model registry: ``--model NAME`` on the command line picks a class here."""
+
+from __future__ import annotations
+
+from .base import ModelContext, NewsRecModel
+from .nrms import NRMS
+
+MODELS: dict[str, type[NewsRecModel]] = {
+    "nrms": NRMS,
+}
+
+
+def model_class(name: str) -> type[NewsRecModel]:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})") from None
+
+
+__all__ = ["MODELS", "ModelContext", "NewsRecModel", "model_class"]

@@ -1,0 +1,156 @@
+"""The ``newsrank`` command line: synth, train, evaluate, predict.
+
+Scripts and benchmarks drive these commands, so their flags and outputs are a stable contract.
+Bad input ends with exit status 2 and one line on stderr naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("newsrank")
+
+# The built-in default data set of `newsrank train` without --data (see `newsrank synth`).
+DEFAULT_SYNTH = {"users": 2000, "news": 3000, "impressions": 6000, "seed": 0}
+
+
+class CliError(Exception):
+    """An error worth one line on stderr, not a traceback."""
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from .data.synth import SynthConfig, write_synthetic_mind
+
+    config = SynthConfig(users=args.users, news=args.news, impressions=args.impressions, seed=args.seed)
+    summary = write_synthetic_mind(args.out, config)
+    print(json.dumps(summary))
+
+
+def _default_data() -> Path:
+    """The synthetic default, generated once into the cache."""
+    from .data.dataset import cache_root
+    from .data.synth import SynthConfig, write_synthetic_mind
+
+    folder = cache_root() / "synthetic" / "-".join(f"{k}{v}" for k, v in DEFAULT_SYNTH.items())
+    if not (folder / "dev" / "behaviors.tsv").is_file():
+        log.info("no --data given: generating the built-in synthetic MIND data set in %s", folder)
+        tmp = folder.with_name(folder.name + ".partial")
+        write_synthetic_mind(tmp, SynthConfig(**DEFAULT_SYNTH))
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(folder)
+    return folder
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import apply_overrides, load_config
+    from .models import model_class
+    from .train import METRIC_KEYS, train
+
+    cls = model_class(args.model)
+    config = load_config(args.model, cls.config_class, args.config)
+    apply_overrides(config, args.set or [])
+    if args.epochs is not None:
+        config.train.epochs = args.epochs
+    data = Path(args.data) if args.data else _default_data()
+    out = Path(args.out) if args.out else Path("runs") / args.model
+    result = train(config, data, out, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({k: result.best_metrics.get(k) for k in METRIC_KEYS} | {"epoch": result.best_epoch,
+                                                                               "run": str(out)}))
+
+
+def _load_for_data(run: str, split_dir: str):
+    import torch
+
+    from .checkpoint import load_checkpoint, resolve_run
+    from .data.dataset import load_split
+    from .train import resolve_device
+
+    folder = resolve_run(run)
+    checkpoint = load_checkpoint(folder)
+    device = resolve_device(checkpoint.config.train.device)
+    checkpoint.model.to(device)
+    table, behaviors = load_split(split_dir, checkpoint.vocabs, checkpoint.config.data)
+    torch.set_grad_enabled(False)
+    return checkpoint, table, behaviors, device
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+
+    checkpoint, table, behaviors, device = _load_for_data(args.run, args.data)
+    metrics = evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size, device,
+                       progress=not args.quiet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    print(json.dumps(metrics))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .evaluate import score_behaviors, write_prediction
+
+    checkpoint, table, behaviors, device = _load_for_data(args.run, args.data)
+    scores = score_behaviors(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size, device,
+                             progress=not args.quiet)
+    archive = write_prediction(args.out, behaviors, scores)
+    print(json.dumps({"impressions": len(behaviors), "prediction": str(args.out), "zip": str(archive)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    parser = argparse.ArgumentParser(prog="newsrank", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("synth", parents=[common], help="write a synthetic MIND-format data set (train/ and dev/)")
+    p.add_argument("--out", required=True, help="folder to write train/ and dev/ into")
+    p.add_argument("--users", type=int, default=DEFAULT_SYNTH["users"])
+    p.add_argument("--news", type=int, default=DEFAULT_SYNTH["news"])
+    p.add_argument("--impressions", type=int, default=DEFAULT_SYNTH["impressions"])
+    p.add_argument("--seed", type=int, default=DEFAULT_SYNTH["seed"])
+    p.set_defaults(func=_synth)
+
+    p = commands.add_parser("train", parents=[common], help="train a model; keeps the best dev checkpoint in --out")
+    p.add_argument("--model", default="nrms", help="model name (default nrms)")
+    p.add_argument("--data", help="folder with train/ and dev/ MIND-format subfolders "
+                                   "(default: the built-in synthetic data set)")
+    p.add_argument("--out", help="run folder (default runs/MODEL)")
+    p.add_argument("--config", help="YAML config on top of the model's packaged defaults")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key (repeatable)")
+    p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last after its last full epoch")
+    p.set_defaults(func=_train)
+
+    p = commands.add_parser("evaluate", parents=[common], help="AUC, MRR, nDCG@5, nDCG@10 of a run on a labelled split")
+    p.add_argument("--run", required=True, help="run folder (uses RUN/best) or checkpoint folder")
+    p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv")
+    p.add_argument("--out", required=True, help="JSON file for the metrics")
+    p.set_defaults(func=_evaluate)
+
+    p = commands.add_parser("predict", parents=[common], help="rank every impression; write the MIND leaderboard file")
+    p.add_argument("--run", required=True, help="run folder (uses RUN/best) or checkpoint folder")
+    p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv (labels optional)")
+    p.add_argument("--out", required=True, help="prediction.txt to write (prediction.zip is written beside it)")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        args.func(args)
+    except (ValueError, OSError, CliError) as err:  # MindFormatError and ConfigError are ValueErrors
+        message = str(err).replace("\n", " ")
+        print(f"newsrank: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

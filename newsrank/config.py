@@ -1,0 +1,180 @@
+"""Typed run configuration: YAML files with commented defaults plus ``--set key=value`` overrides.
+
+A run configuration has three sections: ``data`` (:class:`DataConfig`), ``train``
+(:class:`TrainConfig`) and ``model`` (the model's own config dataclass). Every key is checked
+against the dataclass field types; unknown keys and values of the wrong type are errors, never
+silently ignored. An override names ``section.key`` or, when the name is unique across sections,
+just ``key`` (``--set mode=con``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that does not fit the typed config."""
+
+
+@dataclass
+class DataConfig:
+    """How MIND files become integer arrays (part of the preprocessing cache key)."""
+
+    title_len: int = 30  # title tokens kept (first N words); longer titles are cut
+    abstract_len: int = 50  # abstract tokens kept (for models with an abstract view)
+    history_len: int = 50  # most recent clicks kept per impression
+    min_word_count: int = 1  # train-split words seen fewer times map to <unk>
+
+
+@dataclass
+class TrainConfig:
+    """The shared trainer's settings (the same for every model)."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-4  # Adam learning rate
+    npratio: int = 4  # sampled non-clicks per click
+    seed: int = 42
+    embeddings: str | None = None  # pretrained word vectors: a GloVe/word2vec text file, or "glove-6b-50d"
+    freeze_embeddings: bool = False  # keep pretrained word vectors fixed
+    eval_batch_size: int = 1024  # news / impressions per batch in evaluation
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    select_metric: Literal["auc", "mrr", "ndcg@5", "ndcg@10"] = "auc"  # dev metric that picks the kept checkpoint
+
+
+@dataclass
+class RunConfig:
+    model_name: str
+    model: Any  # the model's config dataclass
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def sections(self) -> dict[str, Any]:
+        return {"data": self.data, "train": self.train, "model": self.model}
+
+    def to_dict(self) -> dict:
+        return {name: dataclasses.asdict(section) for name, section in self.sections().items()}
+
+
+def _check_value(section: str, key: str, value: Any, annotation: Any) -> Any:
+    """``value`` converted to ``annotation`` where that is lossless, else a ConfigError."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(section, key, value, option)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{section}.{key}: bad value {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{section}.{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise ConfigError(f"{section}.{key}: unsupported field type {annotation!r}")
+    raise ConfigError(f"{section}.{key}: expected {annotation.__name__}, got {value!r}")
+
+
+def _update(section_name: str, section: Any, values: dict, source: str) -> None:
+    hints = typing.get_type_hints(type(section))
+    names = {f.name for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(
+                f"{source}: unknown key '{section_name}.{key}' (known: {', '.join(sorted(names))})"
+            )
+        setattr(section, key, _check_value(section_name, key, value, hints[key]))
+
+
+def load_config(model_name: str, model_config_cls: type, path: str | Path | None = None) -> RunConfig:
+    """The model's packaged YAML defaults, then ``path`` on top of them (if given)."""
+    config = RunConfig(model_name=model_name, model=model_config_cls())
+    sources = [CONFIG_DIR / f"{model_name}.yaml"]
+    if path is not None:
+        sources.append(Path(path))
+    for source in sources:
+        if not source.is_file():
+            if source == sources[0]:
+                continue  # a model without a packaged YAML uses its dataclass defaults
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            loaded = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML ({err})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: expected a mapping with sections data/train/model")
+        for section_name, values in loaded.items():
+            if section_name not in config.sections():
+                raise ConfigError(f"{source}: unknown section '{section_name}' (known: data, train, model)")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: section '{section_name}' must be a mapping")
+            _update(section_name, config.sections()[section_name], values, str(source))
+    return config
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> None:
+    """Apply ``key=value`` strings; values are parsed as YAML scalars (``1e-4``, ``true``, ``null``)."""
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        if "." in key:
+            section_name, _, name = key.partition(".")
+            if section_name not in config.sections():
+                raise ConfigError(f"--set {item!r}: unknown section '{section_name}'")
+        else:
+            owners = [s for s, sec in config.sections().items() if key in {f.name for f in dataclasses.fields(sec)}]
+            if not owners:
+                raise ConfigError(f"--set {item!r}: unknown key '{key}'")
+            if len(owners) > 1:
+                raise ConfigError(f"--set {item!r}: '{key}' is in several sections, write one of "
+                                  + ", ".join(f"{o}.{key}" for o in owners))
+            section_name, name = owners[0], key
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        _update(section_name, config.sections()[section_name], {name: value}, f"--set {item!r}")
+
+
+def config_from_dict(model_name: str, model_config_cls: type, data: dict) -> RunConfig:
+    """Rebuild a RunConfig saved by :meth:`RunConfig.to_dict` (checkpoint metadata)."""
+    config = RunConfig(model_name=model_name, model=model_config_cls())
+    for section_name, values in data.items():
+        _update(section_name, config.sections()[section_name], values, "checkpoint config")
+    return config

@@ -1,0 +1,240 @@
+"""MIND splits preprocessed once into integer arrays on disk.
+
+A split becomes a :class:`NewsTable` (one row per news item, row 0 = padding news) and a
+:class:`Behaviors` (impressions in CSR form: candidates of impression ``i`` are
+``candidates[offsets[i]:offsets[i+1]]``). Both are written as ``.npy`` files (memory-mappable)
+under a cache folder keyed by a hash of the input files' bytes, the vocabularies and the
+:class:`~newsrank.config.DataConfig`, so a second run loads them without re-tokenizing.
+
+The cache lives in ``$NEWSRANK_CACHE`` (default ``~/.cache/newsrank``), never inside the data
+folder, which may be read-only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from .mind import Impression, MindFormatError, NewsRecord, read_behaviors, read_news, read_split
+from .vocab import PAD, Vocab, Vocabularies, tokenize
+
+CACHE_FORMAT = 1  # bump when the arrays' layout or meaning changes
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("NEWSRANK_CACHE", Path.home() / ".cache" / "newsrank"))
+
+
+@dataclass
+class NewsTable:
+    """Token arrays of every news item of a split; row 0 is the padding news (all zeros)."""
+
+    news_ids: list[str]  # [N] row -> MIND news id ("" for row 0)
+    title: np.ndarray  # [N, title_len] int32 word indices, right-padded with PAD
+    abstract: np.ndarray  # [N, abstract_len] int32
+    category: np.ndarray  # [N] int32
+    subcategory: np.ndarray  # [N] int32
+
+    def __len__(self) -> int:
+        return len(self.news_ids)
+
+
+@dataclass
+class Behaviors:
+    """Impressions of a split as flat arrays."""
+
+    impression_ids: list[str]  # [I]
+    users: np.ndarray  # [I] int32 user-vocabulary index (UNK for users unseen in training)
+    times: np.ndarray  # [I] int64 seconds since the epoch (naive MIND time read as UTC)
+    history: np.ndarray  # [I, history_len] int32 news rows, left-padded: most recent click last
+    offsets: np.ndarray  # [I + 1] int64 CSR offsets into candidates / labels
+    candidates: np.ndarray  # [T] int32 news rows
+    labels: np.ndarray  # [T] int8: 1 click, 0 no click, -1 unlabelled (MIND-large test)
+
+    def __len__(self) -> int:
+        return len(self.impression_ids)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(len(self.labels)) and bool((self.labels >= 0).all())
+
+
+# --------------------------------------------------------------------------- vocabularies
+
+
+def build_vocabularies(train_dir: str | Path, config: DataConfig) -> Vocabularies:
+    """Vocabularies from the training split only (words from titles and abstracts)."""
+    train_dir = Path(train_dir)
+    news = read_news(train_dir / "news.tsv")
+    words: Counter = Counter()
+    categories: Counter = Counter()
+    subcategories: Counter = Counter()
+    for record in news.values():
+        words.update(tokenize(record.title))
+        words.update(tokenize(record.abstract))
+        categories[record.category] += 1
+        subcategories[record.subcategory] += 1
+    users: Counter = Counter(imp.user_id for imp in read_behaviors(train_dir / "behaviors.tsv", news))
+    return Vocabularies(
+        words=Vocab.from_counts(words, min_count=config.min_word_count),
+        categories=Vocab.from_counts(categories),
+        subcategories=Vocab.from_counts(subcategories),
+        users=Vocab.from_counts(users),
+    )
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _token_matrix(texts: list[str], vocab: Vocab, length: int) -> np.ndarray:
+    out = np.zeros((len(texts), length), dtype=np.int32)  # [N, length], PAD = 0
+    for row, text in enumerate(texts):
+        ids = vocab.lookup_many(tokenize(text)[:length])
+        out[row, : len(ids)] = ids
+    return out
+
+
+def build_news_table(news: dict[str, NewsRecord], vocabs: Vocabularies, config: DataConfig) -> NewsTable:
+    records = list(news.values())
+    cat_lookup, sub_lookup = vocabs.categories.lookup, vocabs.subcategories.lookup
+    return NewsTable(
+        news_ids=[""] + [r.news_id for r in records],
+        title=_token_matrix([""] + [r.title for r in records], vocabs.words, config.title_len),
+        abstract=_token_matrix([""] + [r.abstract for r in records], vocabs.words, config.abstract_len),
+        category=np.array([PAD] + [cat_lookup(r.category) for r in records], dtype=np.int32),
+        subcategory=np.array([PAD] + [sub_lookup(r.subcategory) for r in records], dtype=np.int32),
+    )
+
+
+def build_behaviors(
+    impressions: list[Impression], news_row: dict[str, int], vocabs: Vocabularies, config: DataConfig
+) -> Behaviors:
+    n, h = len(impressions), config.history_len
+    history = np.zeros((n, h), dtype=np.int32)  # [I, H]
+    lengths = np.fromiter((len(imp.candidates) for imp in impressions), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    candidates = np.empty(offsets[-1], dtype=np.int32)
+    labels = np.full(offsets[-1], -1, dtype=np.int8)
+    for i, imp in enumerate(impressions):
+        if h and imp.history:
+            recent = imp.history[-h:]  # MIND histories are oldest first: keep the newest N
+            history[i, h - len(recent):] = [news_row[x] for x in recent]
+        lo, hi = offsets[i], offsets[i + 1]
+        candidates[lo:hi] = [news_row[x] for x in imp.candidates]
+        if imp.labels is not None:
+            labels[lo:hi] = imp.labels
+    epoch = np.datetime64("1970-01-01T00:00:00")
+    return Behaviors(
+        impression_ids=[imp.impression_id for imp in impressions],
+        users=np.array(vocabs.users.lookup_many(imp.user_id for imp in impressions), dtype=np.int32),
+        times=np.array([(np.datetime64(imp.time) - epoch) // np.timedelta64(1, "s") for imp in impressions],
+                       dtype=np.int64),
+        history=history,
+        offsets=offsets,
+        candidates=candidates,
+        labels=labels,
+    )
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _split_key(split_dir: Path, *parts: str) -> str:
+    digest = hashlib.sha256()
+    for name in ("news.tsv", "behaviors.tsv"):
+        path = split_dir / name
+        if not path.is_file():
+            raise MindFormatError(path, None, None, "file not found")
+        digest.update(_file_digest(path).encode())
+    for part in (str(CACHE_FORMAT), *parts):
+        digest.update(part.encode())
+    return digest.hexdigest()[:24]
+
+
+def _write_atomically(target: Path, write) -> None:
+    """Write into a temporary sibling folder, then rename: a crash never leaves half a cache entry."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        write(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished the same entry first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_vocabularies(train_dir: str | Path, config: DataConfig, use_cache: bool = True) -> Vocabularies:
+    """Training-split vocabularies, cached by the split's bytes and the data config."""
+    train_dir = Path(train_dir)
+    key = _split_key(train_dir, "vocab", json.dumps(dataclasses.asdict(config), sort_keys=True))
+    path = cache_root() / "vocab" / key / "vocab.json"
+    if use_cache and path.is_file():
+        return Vocabularies.from_json(json.loads(path.read_text(encoding="utf-8")))
+    vocabs = build_vocabularies(train_dir, config)
+    if use_cache:
+        _write_atomically(path.parent, lambda tmp: (tmp / "vocab.json").write_text(
+            json.dumps(vocabs.to_json(), ensure_ascii=False), encoding="utf-8"))
+    return vocabs
+
+
+def _save_arrays(folder: Path, news: NewsTable, behaviors: Behaviors) -> None:
+    for prefix, obj in (("news", news), ("behaviors", behaviors)):
+        strings = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, np.ndarray):
+                np.save(folder / f"{prefix}.{f.name}.npy", value)
+            else:
+                strings[f.name] = value
+        (folder / f"{prefix}.json").write_text(json.dumps(strings), encoding="utf-8")
+
+
+def _load_arrays(folder: Path) -> tuple[NewsTable, Behaviors]:
+    loaded = []
+    for prefix, cls in (("news", NewsTable), ("behaviors", Behaviors)):
+        values = json.loads((folder / f"{prefix}.json").read_text(encoding="utf-8"))
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                values[f.name] = np.load(folder / f"{prefix}.{f.name}.npy", mmap_mode="r")
+        loaded.append(cls(**values))
+    return loaded[0], loaded[1]
+
+
+def load_split(
+    split_dir: str | Path, vocabs: Vocabularies, config: DataConfig, use_cache: bool = True
+) -> tuple[NewsTable, Behaviors]:
+    """A split's arrays: from the cache when the same files and settings were seen before."""
+    split_dir = Path(split_dir)
+    key = _split_key(split_dir, vocabs.digest(), json.dumps(dataclasses.asdict(config), sort_keys=True))
+    folder = cache_root() / "splits" / key
+    if use_cache and (folder / "behaviors.json").is_file():
+        return _load_arrays(folder)
+    news, impressions = read_split(split_dir)
+    table = build_news_table(news, vocabs, config)
+    news_row = {news_id: row for row, news_id in enumerate(table.news_ids) if row}
+    behaviors = build_behaviors(impressions, news_row, vocabs, config)
+    if use_cache:
+        _write_atomically(folder, lambda tmp: _save_arrays(tmp, table, behaviors))
+    return table, behaviors

@@ -1,0 +1,170 @@
+"""The one trainer for every news model.
+
+Per epoch: shuffled samples of one click + ``npratio`` non-clicks, softmax cross-entropy over
+them (the click is class 0), Adam; then a fast evaluation on dev. ``RUN/`` receives::
+
+    best/          checkpoint with the best dev ``select_metric`` so far (what evaluate/predict use)
+    last/          checkpoint after the latest epoch, with optimizer state (what --resume uses)
+    log.jsonl      one JSON line per epoch: loss, throughput, dev metrics
+    metrics.json   dev metrics of the kept (best) checkpoint
+    config.yaml    the resolved configuration of the run
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from .checkpoint import load_trainer_state, read_meta, save_checkpoint
+from .config import RunConfig
+from .data.batching import NewsFeatures, TrainSampler
+from .data.dataset import load_split, load_vocabularies
+from .data.embeddings import load_pretrained
+from .evaluate import evaluate
+from .models import ModelContext, NewsRecModel, model_class
+
+log = logging.getLogger("newsrank")
+
+METRIC_KEYS = ("auc", "mrr", "ndcg@5", "ndcg@10", "impressions")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_dirs(data_dir: str | Path) -> tuple[Path, Path]:
+    data_dir = Path(data_dir)
+    train_dir, dev_dir = data_dir / "train", data_dir / "dev"
+    for split in (train_dir, dev_dir):
+        if not (split / "behaviors.tsv").is_file() or not (split / "news.tsv").is_file():
+            raise ValueError(f"{data_dir}: expected MIND-format folders train/ and dev/ with news.tsv and "
+                             f"behaviors.tsv ({split} is missing them)")
+    return train_dir, dev_dir
+
+
+@dataclass
+class TrainResult:
+    best_metrics: dict
+    best_epoch: int
+    history: list[dict]
+
+
+def train(
+    config: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tc = config.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    device = resolve_device(tc.device)
+    seed_everything(tc.seed)
+    train_dir, dev_dir = split_dirs(data_dir)
+
+    vocabs = load_vocabularies(train_dir, config.data)
+    log.info("vocabularies: %s", vocabs.sizes())
+    pretrained = None
+    if tc.embeddings:
+        pretrained, coverage = load_pretrained(tc.embeddings, vocabs.words, seed=tc.seed)
+        log.info("pretrained vectors %s: %s", tc.embeddings, coverage)
+        if hasattr(config.model, "word_dim"):
+            config.model.word_dim = coverage.dim  # the word dimension is the vectors'
+    train_table, train_behaviors = load_split(train_dir, vocabs, config.data)
+    dev_table, dev_behaviors = load_split(dev_dir, vocabs, config.data)
+    log.info("train: %d news, %d impressions; dev: %d news, %d impressions",
+             len(train_table) - 1, len(train_behaviors), len(dev_table) - 1, len(dev_behaviors))
+
+    cls = model_class(config.model_name)
+    model: NewsRecModel = cls(config.model, ModelContext(vocabs, pretrained, tc.freeze_embeddings)).to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
+    sampler = TrainSampler(train_behaviors, tc.npratio, tc.batch_size, tc.seed)
+    if sampler.dropped:
+        log.warning("%d clicks have no non-click in their impression and are not trained on", sampler.dropped)
+    train_news = NewsFeatures.from_table(train_table, device)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+
+    history: list[dict] = []
+    start_epoch, best_value, best_epoch, best_metrics = 0, -np.inf, -1, {}
+    log_path = out_dir / "log.jsonl"
+    if resume and (out_dir / "last" / "checkpoint.json").is_file():
+        meta = read_meta(out_dir / "last")
+        if meta["vocab_digest"] != vocabs.digest():
+            raise ValueError(f"{out_dir}/last was trained on other vocabularies; cannot resume on this data")
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(out_dir / "last" / "model.safetensors"), device=str(device)))
+        load_trainer_state(out_dir / "last", optimizer)
+        start_epoch = meta["epoch"]
+        best_value, best_epoch = meta["best_value"], meta["best_epoch"]
+        best_metrics = read_meta(out_dir / "best")["metrics"] if (out_dir / "best").is_dir() else {}
+        if log_path.is_file():
+            history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()[:start_epoch]]
+        log.info("resuming after epoch %d", start_epoch)
+    elif log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log
+
+    for epoch in range(start_epoch, tc.epochs):
+        model.train()
+        seen, loss_sum, started = 0, 0.0, time.perf_counter()
+        bar = tqdm(sampler.epoch(epoch), total=len(sampler), desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   unit="batch", disable=not progress, dynamic_ncols=True)
+        for batch in bar:
+            batch = batch.to(device)
+            logits = model(batch, train_news)  # [B, 1 + npratio]
+            target = torch.zeros(len(logits), dtype=torch.long, device=device)  # the click is column 0
+            loss = F.cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(logits)
+            loss_sum += float(loss.detach()) * len(logits)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        train_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        metrics = evaluate(model, dev_table, dev_behaviors, tc.eval_batch_size, device, progress)
+        eval_seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_samples": seen,
+            "train_seconds": train_seconds,
+            "train_samples_per_s": seen / train_seconds if train_seconds else None,
+            "dev": metrics,
+            "eval_seconds": eval_seconds,
+            "eval_impressions_per_s": metrics["impressions"] / eval_seconds if eval_seconds else None,
+        }
+        history.append(record)
+        with open(log_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        log.info("epoch %d: loss %.4f, dev auc %.4f mrr %.4f ndcg@5 %.4f ndcg@10 %.4f (%.0f samples/s, %.0f imp/s)",
+                 epoch + 1, record["train_loss"], metrics["auc"], metrics["mrr"], metrics["ndcg@5"],
+                 metrics["ndcg@10"], record["train_samples_per_s"] or 0, record["eval_impressions_per_s"] or 0)
+
+        value = metrics[tc.select_metric]
+        if best_epoch < 0 or value > best_value:  # NaN (no qualifying impression) keeps epoch 1
+            best_value, best_epoch, best_metrics = value, epoch + 1, metrics
+            save_checkpoint(out_dir / "best", model, config, vocabs, epoch + 1, metrics)
+            kept = {k: metrics[k] for k in METRIC_KEYS} | {"epoch": epoch + 1, "select_metric": tc.select_metric}
+            (out_dir / "metrics.json").write_text(json.dumps(kept, indent=2), encoding="utf-8")
+        save_checkpoint(out_dir / "last", model, config, vocabs, epoch + 1, metrics, optimizer,
+                        extra={"best_value": best_value, "best_epoch": best_epoch})
+    return TrainResult(best_metrics=best_metrics, best_epoch=best_epoch, history=history)
