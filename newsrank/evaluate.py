@@ -24,20 +24,8 @@ from .models import NewsRecModel
 
 @torch.no_grad()
 def encode_all_news(model: NewsRecModel, news: NewsFeatures, batch_size: int) -> torch.Tensor:
-    """[N, D] vectors of every news row, row 0 (padding) included.
-
-    Rows are encoded in order of title length, so each batch is cut to a short common width.
-    """
-    lengths = (news.title != PAD).sum(dim=1)  # [N]
-    order = torch.argsort(lengths, stable=True)
-    out = None
-    for lo in range(0, len(order), batch_size):
-        rows = order[lo : lo + batch_size]
-        vectors = model.encode_news(news.take(rows))  # [b, D]
-        if out is None:
-            out = vectors.new_empty(len(news), vectors.shape[1])
-        out[rows] = vectors
-    return out
+    """[N, D] vectors of every news row, row 0 (padding) included."""
+    return model.encode_news_rows(news, torch.arange(len(news), device=news.title.device), batch_size)
 
 
 @torch.no_grad()
@@ -56,13 +44,13 @@ def score_behaviors(
         news = NewsFeatures.from_table(table, device)
         news_vectors = encode_all_news(model, news, batch_size)  # [N, D]
         offsets = np.asarray(behaviors.offsets)
-        candidates = torch.as_tensor(np.asarray(behaviors.candidates), dtype=torch.long)
+        candidates = torch.as_tensor(np.array(behaviors.candidates, dtype=np.int64))
         scores = np.empty(len(candidates), dtype=np.float32)
         steps = range(0, len(behaviors), batch_size)
         for lo in tqdm(steps, desc="scoring", unit="batch", disable=not progress, leave=False):
             hi = min(lo + batch_size, len(behaviors))
-            history = torch.as_tensor(np.asarray(behaviors.history[lo:hi]), dtype=torch.long, device=device)
-            users = torch.as_tensor(np.asarray(behaviors.users[lo:hi]), dtype=torch.long, device=device)
+            history = torch.as_tensor(np.array(behaviors.history[lo:hi], dtype=np.int64), device=device)
+            users = torch.as_tensor(np.array(behaviors.users[lo:hi], dtype=np.int64), device=device)
             user_vectors = model.encode_user(
                 UserInputs(history, history != PAD, news_vectors[history], users, news)
             )  # [b, D]
@@ -87,8 +75,8 @@ def score_one_at_a_time(model: NewsRecModel, table: NewsTable, behaviors: Behavi
         offsets = np.asarray(behaviors.offsets)
         scores = np.empty(offsets[-1], dtype=np.float32)
         for i in range(len(behaviors)):
-            history = torch.as_tensor(np.asarray(behaviors.history[i : i + 1]), dtype=torch.long)  # [1, H]
-            users = torch.as_tensor(np.asarray(behaviors.users[i : i + 1]), dtype=torch.long)
+            history = torch.as_tensor(np.array(behaviors.history[i : i + 1], dtype=np.int64))  # [1, H]
+            users = torch.as_tensor(np.array(behaviors.users[i : i + 1], dtype=np.int64))
             history_vectors = model.encode_news(news.take(history[0]))[None]  # [1, H, D]
             user = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news))
             for t in range(offsets[i], offsets[i + 1]):

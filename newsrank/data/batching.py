@@ -31,7 +31,7 @@ class NewsFeatures:
     @classmethod
     def from_table(cls, table: NewsTable, device: torch.device | str = "cpu") -> "NewsFeatures":
         return cls(**{
-            f.name: torch.as_tensor(np.asarray(getattr(table, f.name)), dtype=torch.long, device=device)
+            f.name: torch.as_tensor(np.array(getattr(table, f.name), dtype=np.int64), device=device)
             for f in fields(cls)
         })
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data.batching import NewsFeatures, TrainBatch, UserInputs
-from ..data.vocab import Vocabularies
+from ..data.vocab import PAD, Vocabularies
 
 
 @dataclass
@@ -49,6 +49,29 @@ class NewsRecModel(nn.Module):
         """[B, D] user vectors; depend on the history only, never on the candidates."""
         raise NotImplementedError
 
+    def encode_news_rows(self, news: NewsFeatures, rows: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
+        """[len(rows), D] vectors of the given rows of a news table, encoded in groups of similar
+        title length (widths up to 4, 8, 16, ... tokens), each cut to its own width.
+
+        Real titles are mostly short with a long tail: one 30-word title would otherwise make a
+        whole batch 30 wide (5x the work on MovieLens titles). Masking makes the cut exact.
+        """
+        lengths = (news.title[rows] != PAD).sum(dim=1)  # [R]
+        order = torch.argsort(lengths, stable=True)  # [R]
+        bounds = 2 ** torch.arange(2, 1 + max(2, int(lengths.max()).bit_length()), device=rows.device)
+        ends = torch.searchsorted(lengths[order], bounds, right=True).tolist() + [len(rows)]
+        out, start = None, 0
+        for end in ends:
+            step = max_batch or max(end - start, 1)
+            for lo in range(start, end, step):
+                picked = order[lo : min(end, lo + step)]
+                vectors = self.encode_news(news.take(rows[picked]))  # [b, D]
+                if out is None:
+                    out = vectors.new_empty(len(rows), vectors.shape[1])
+                out[picked] = vectors
+            start = end
+        return out
+
     def score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Raw dot products [B, C] of users [B, D] and candidates [B, C, D].
 
@@ -62,7 +85,7 @@ class NewsRecModel(nn.Module):
         b, h = batch.history.shape
         rows = torch.cat([batch.history.reshape(-1), batch.candidates.reshape(-1)])  # [B*H + B*C]
         unique, inverse = torch.unique(rows, return_inverse=True)
-        vectors = self.encode_news(news.take(unique))[inverse]  # [B*H + B*C, D]
+        vectors = self.encode_news_rows(news, unique)[inverse]  # [B*H + B*C, D]
         history_vectors = vectors[: b * h].view(b, h, -1)  # [B, H, D]
         candidate_vectors = vectors[b * h :].view(b, batch.candidates.shape[1], -1)  # [B, C, D]
         user = self.encode_user(UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news))
