@@ -63,8 +63,6 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _load_for_data(run: str, split_dir: str):
-    import torch
-
     from .checkpoint import load_checkpoint, resolve_run
     from .data.dataset import load_split
     from .train import resolve_device
@@ -74,7 +72,6 @@ def _load_for_data(run: str, split_dir: str):
     device = resolve_device(checkpoint.config.train.device)
     checkpoint.model.to(device)
     table, behaviors = load_split(split_dir, checkpoint.vocabs, checkpoint.config.data)
-    torch.set_grad_enabled(False)
     return checkpoint, table, behaviors, device
 
 
