@@ -384,3 +384,21 @@ def test_real_mind_tiny_end_to_end(shared_data):
     assert int(train_beh.offsets[-1]) == len(train_beh.candidates) == len(train_beh.labels)
     assert (train_beh.candidates > 0).all() and (dev_beh.candidates > 0).all()
     assert UNK not in train_table.title[1:]  # train titles only hold train words
+
+
+@pytest.mark.slow
+def test_real_mlsmall_mind_reads_completely(shared_data):
+    """The real-behaviour benchmark folder: every row read, counts as its README states."""
+    config = DataConfig()
+    vocabs = load_vocabularies(shared_data / "mlsmall_mind" / "train", config)
+    sizes = {}
+    for split in ("train", "dev"):
+        table, behaviors = load_split(shared_data / "mlsmall_mind" / split, vocabs, config)
+        assert behaviors.labelled
+        # Every impression is one click + 19 sampled non-clicks; histories are left-padded.
+        assert (np.diff(behaviors.offsets) == 20).all()
+        assert (np.add.reduceat(np.asarray(behaviors.labels), np.asarray(behaviors.offsets[:-1])) == 1).all()
+        history = np.asarray(behaviors.history)
+        assert ((history[:, 1:] == 0) <= (history[:, :-1] == 0)).all()  # no padding after a real click
+        sizes[split] = len(behaviors)
+    assert sizes == {"train": 37315, "dev": 9440}
