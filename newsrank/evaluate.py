@@ -9,7 +9,9 @@ its own (``score_one_at_a_time``; a test checks it).
 from __future__ import annotations
 
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -20,6 +22,17 @@ from .data.dataset import Behaviors, NewsTable
 from .data.vocab import PAD
 from .metrics import impression_metrics, impression_ranks
 from .models import NewsRecModel
+
+
+@contextmanager
+def eval_mode(model: NewsRecModel) -> Iterator[None]:
+    """Dropout off for the block; the model's previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -38,9 +51,7 @@ def score_behaviors(
     progress: bool = False,
 ) -> np.ndarray:
     """Scores [T] of every candidate of every impression (aligned with ``behaviors.candidates``)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         news = NewsFeatures.from_table(table, device)
         news_vectors = encode_all_news(model, news, batch_size)  # [N, D]
         offsets = np.asarray(behaviors.offsets)
@@ -60,17 +71,13 @@ def score_behaviors(
             cand_vectors = news_vectors[candidates[start:stop].to(device)]  # [t, D]
             flat = model.score(user_vectors[owner], cand_vectors[:, None, :])[:, 0]  # [t]
             scores[start:stop] = flat.float().cpu().numpy()
-        return scores
-    finally:
-        model.train(was_training)
+    return scores
 
 
 @torch.no_grad()
 def score_one_at_a_time(model: NewsRecModel, table: NewsTable, behaviors: Behaviors) -> np.ndarray:
     """The slow reference path: each candidate scored by its own pass through both encoders."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         news = NewsFeatures.from_table(table)
         offsets = np.asarray(behaviors.offsets)
         scores = np.empty(offsets[-1], dtype=np.float32)
@@ -83,9 +90,7 @@ def score_one_at_a_time(model: NewsRecModel, table: NewsTable, behaviors: Behavi
                 row = torch.tensor([int(behaviors.candidates[t])])
                 candidate = model.encode_news(news.take(row))[None]  # [1, 1, D]
                 scores[t] = float(model.score(user, candidate)[0, 0])
-        return scores
-    finally:
-        model.train(was_training)
+    return scores
 
 
 def evaluate(
