@@ -84,7 +84,7 @@ def test_user_vector_ignores_history_padding(tiny_data):
     model = make_model(vocabs)
     news = NewsFeatures.from_table(table)
     vectors = encode_all_news(model, news, 64)
-    history = torch.as_tensor(np.asarray(behaviors.history[:4]), dtype=torch.long)  # [4, H]
+    history = torch.as_tensor(np.array(behaviors.history[:4], dtype=np.int64))  # [4, H]
     extra = torch.cat([torch.zeros(4, 6, dtype=torch.long), history], dim=1)  # more left padding
     users = torch.zeros(4, dtype=torch.long)
     a = model.encode_user(UserInputs(history, history != 0, vectors[history], users, news))
