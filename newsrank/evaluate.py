@@ -53,7 +53,8 @@ def score_behaviors(
     """Scores [T] of every candidate of every impression (aligned with ``behaviors.candidates``)."""
     with eval_mode(model):
         news = NewsFeatures.from_table(table, device)
-        news_vectors = encode_all_news(model, news, batch_size)  # [N, D]
+        # Every news item once, unless its vector depends on the user (then per impression batch).
+        news_vectors = None if model.user_conditioned_news else encode_all_news(model, news, batch_size)  # [N, D]
         offsets = np.asarray(behaviors.offsets)
         candidates = torch.as_tensor(np.array(behaviors.candidates, dtype=np.int64))
         scores = np.empty(len(candidates), dtype=np.float32)
@@ -62,13 +63,19 @@ def score_behaviors(
             hi = min(lo + batch_size, len(behaviors))
             history = torch.as_tensor(np.array(behaviors.history[lo:hi], dtype=np.int64), device=device)
             users = torch.as_tensor(np.array(behaviors.users[lo:hi], dtype=np.int64), device=device)
-            user_vectors = model.encode_user(
-                UserInputs(history, history != PAD, news_vectors[history], users, news)
-            )  # [b, D]
             # Candidates of these impressions, flat, with the impression each belongs to.
             start, stop = offsets[lo], offsets[hi]
             owner = torch.as_tensor(np.repeat(np.arange(hi - lo), np.diff(offsets[lo : hi + 1])), device=device)
-            cand_vectors = news_vectors[candidates[start:stop].to(device)]  # [t, D]
+            cand_rows = candidates[start:stop].to(device)  # [t]
+            if news_vectors is None:
+                h = history.shape[1]
+                history_vectors = model.encode_pairs(news, history.reshape(-1), users.repeat_interleave(h))
+                history_vectors = history_vectors.view(len(history), h, -1)  # [b, H, D]
+                cand_vectors = model.encode_pairs(news, cand_rows, users[owner])  # [t, D]
+            else:
+                history_vectors = news_vectors[history]  # [b, H, D]
+                cand_vectors = news_vectors[cand_rows]  # [t, D]
+            user_vectors = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news))  # [b, D]
             flat = model.score(user_vectors[owner], cand_vectors[:, None, :])[:, 0]  # [t]
             scores[start:stop] = flat.float().cpu().numpy()
     return scores
@@ -84,11 +91,12 @@ def score_one_at_a_time(model: NewsRecModel, table: NewsTable, behaviors: Behavi
         for i in range(len(behaviors)):
             history = torch.as_tensor(np.array(behaviors.history[i : i + 1], dtype=np.int64))  # [1, H]
             users = torch.as_tensor(np.array(behaviors.users[i : i + 1], dtype=np.int64))
-            history_vectors = model.encode_news(news.take(history[0]))[None]  # [1, H, D]
+            readers = users.expand(history.shape[1])  # [H]: NPA-style models read news as this user
+            history_vectors = model.encode_news(news.take(history[0]), readers)[None]  # [1, H, D]
             user = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news))
             for t in range(offsets[i], offsets[i + 1]):
                 row = torch.tensor([int(behaviors.candidates[t])])
-                candidate = model.encode_news(news.take(row))[None]  # [1, 1, D]
+                candidate = model.encode_news(news.take(row), users)[None]  # [1, 1, D]
                 scores[t] = float(model.score(user, candidate)[0, 0])
     return scores
 

@@ -58,3 +58,38 @@ class MultiHeadSelfAttention(nn.Module):
             bias = masked_fill_min(x.new_zeros(b, 1, 1, length), mask[:, None, None, :])  # [B, 1, 1, L]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, heads, L, head_dim]
         return out.transpose(1, 2).reshape(b, length, self.out_dim)  # [B, L, heads * head_dim]
+
+
+class TextCNN(nn.Module):
+    """1-D convolution over word vectors ('same' padding) + ReLU, as the NPA/LSTUR/NAML news encoders.
+
+    Padding tokens embed to zero, so a real position's output does not depend on how many padding
+    positions follow the text (the convolution pads with zeros either way).
+    """
+
+    def __init__(self, in_dim: int, filters: int, window: int):
+        super().__init__()
+        if window % 2 != 1:
+            raise ValueError(f"window must be odd for 'same' padding, got {window}")
+        self.conv = nn.Conv1d(in_dim, filters, window, padding=window // 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [N, L, in_dim] -> [N, L, filters]; masked positions are zeroed before the convolution
+        if mask is not None:
+            x = x * mask.unsqueeze(-1).to(x.dtype)
+        return torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+
+
+class PersonalizedAttention(nn.Module):
+    """NPA's personalized attention pooling: a_i = q_u . tanh(W x_i + b), with a query q_u [B, hidden]
+    that comes from the user instead of a learned constant."""
+
+    def __init__(self, in_dim: int, hidden_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, hidden_dim)
+
+    def forward(self, x: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [N, L, in_dim], query: [N, hidden], mask: [N, L] bool -> [N, in_dim]
+        scores = torch.einsum("nlh,nh->nl", torch.tanh(self.proj(x)), query)  # [N, L]
+        weights = torch.softmax(masked_fill_min(scores, mask), dim=-1)
+        return torch.einsum("nl,nld->nd", weights, x)

@@ -41,15 +41,26 @@ def word_embedding(context: ModelContext, dim: int) -> nn.Embedding:
 class NewsRecModel(nn.Module):
     """Base class: subclasses implement ``encode_news`` and ``encode_user``."""
 
-    def encode_news(self, news: NewsFeatures) -> torch.Tensor:
-        """[N, D] vectors of the given news items."""
+    #: True when a news vector depends on the user who reads it (NPA's personalized attention). Then
+    #: news cannot be encoded once for everybody: training and evaluation encode each distinct
+    #: (user, news) pair instead, and ``encode_news`` receives the user of every row.
+    user_conditioned_news: bool = False
+
+    def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, D] vectors of the given news items; ``users`` [N] only for user-conditioned models."""
         raise NotImplementedError
 
     def encode_user(self, user: UserInputs) -> torch.Tensor:
         """[B, D] user vectors; depend on the history only, never on the candidates."""
         raise NotImplementedError
 
-    def encode_news_rows(self, news: NewsFeatures, rows: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
+    def encode_news_rows(
+        self,
+        news: NewsFeatures,
+        rows: torch.Tensor,
+        max_batch: int | None = None,
+        users: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[len(rows), D] vectors of the given rows of a news table, encoded in groups of similar
         title length (widths up to 4, 8, 16, ... tokens), each cut to its own width.
 
@@ -65,12 +76,25 @@ class NewsRecModel(nn.Module):
             step = max_batch or max(end - start, 1)
             for lo in range(start, end, step):
                 picked = order[lo : min(end, lo + step)]
-                vectors = self.encode_news(news.take(rows[picked]))  # [b, D]
+                vectors = self.encode_news(news.take(rows[picked]), None if users is None else users[picked])
                 if out is None:
                     out = vectors.new_empty(len(rows), vectors.shape[1])
                 out[picked] = vectors
             start = end
         return out
+
+    def encode_pairs(self, news: NewsFeatures, rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """[R, D] vectors of news ``rows`` [R] as read by ``users`` [R], each distinct one encoded once.
+
+        For ordinary models the user is irrelevant and only distinct rows count; for
+        user-conditioned ones each distinct (user, row) pair is encoded.
+        """
+        if not self.user_conditioned_news:
+            unique, inverse = torch.unique(rows, return_inverse=True)
+            return self.encode_news_rows(news, unique)[inverse]
+        keys = users * len(news) + rows  # one integer per (user, row) pair
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        return self.encode_news_rows(news, unique % len(news), users=unique // len(news))[inverse]
 
     def score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Raw dot products [B, C] of users [B, D] and candidates [B, C, D].
@@ -83,10 +107,11 @@ class NewsRecModel(nn.Module):
     def forward(self, batch: TrainBatch, news: NewsFeatures) -> torch.Tensor:
         """Logits [B, 1 + npratio] of a training batch over the split's news table ``news``."""
         b, h = batch.history.shape
+        c = batch.candidates.shape[1]
         rows = torch.cat([batch.history.reshape(-1), batch.candidates.reshape(-1)])  # [B*H + B*C]
-        unique, inverse = torch.unique(rows, return_inverse=True)
-        vectors = self.encode_news_rows(news, unique)[inverse]  # [B*H + B*C, D]
+        readers = torch.cat([batch.users.repeat_interleave(h), batch.users.repeat_interleave(c)])  # [B*H + B*C]
+        vectors = self.encode_pairs(news, rows, readers)  # [B*H + B*C, D]
         history_vectors = vectors[: b * h].view(b, h, -1)  # [B, H, D]
-        candidate_vectors = vectors[b * h :].view(b, batch.candidates.shape[1], -1)  # [B, C, D]
+        candidate_vectors = vectors[b * h :].view(b, c, -1)  # [B, C, D]
         user = self.encode_user(UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news))
         return self.score(user, candidate_vectors)

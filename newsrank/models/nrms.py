@@ -45,7 +45,7 @@ class NRMS(NewsRecModel):
         self.click_attention = MultiHeadSelfAttention(dim, config.heads, config.head_dim)
         self.click_pool = AdditiveAttention(dim, config.attention_hidden)
 
-    def encode_news(self, news: NewsFeatures) -> torch.Tensor:
+    def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         mask = news.title != PAD  # [N, L]
         x = self.dropout(self.words(news.title))  # [N, L, word_dim]
         x = self.dropout(self.title_attention(x, mask))  # [N, L, heads * head_dim]
