@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from .base import ModelContext, NewsRecModel
+from .npa import NPA
 from .nrms import NRMS
 
 MODELS: dict[str, type[NewsRecModel]] = {
     "nrms": NRMS,
+    "npa": NPA,
 }
 
 

@@ -1,0 +1,78 @@
+"""NPA: news vectors depend on the reader; the (user, news) pair path trains and evaluates exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from newsrank.config import DataConfig
+from newsrank.data.batching import NewsFeatures, TrainSampler
+from newsrank.data.dataset import load_split, load_vocabularies
+from newsrank.evaluate import score_behaviors, score_one_at_a_time
+from newsrank.models import ModelContext
+from newsrank.models.npa import NPA, NPAConfig
+
+TINY = NPAConfig(word_dim=16, filters=8, window=3, user_dim=6, attention_hidden=8, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def data(synth_dir):
+    config = DataConfig(title_len=10, history_len=10)
+    vocabs = load_vocabularies(synth_dir / "train", config)
+    return vocabs, load_split(synth_dir / "train", vocabs, config), load_split(synth_dir / "dev", vocabs, config)
+
+
+def make(vocabs, seed=0):
+    torch.manual_seed(seed)
+    return NPA(TINY, ModelContext(vocabs)).eval()
+
+
+def test_same_title_differs_between_users_and_not_within_a_user(data):
+    vocabs, (table, _), _ = data
+    model = make(vocabs)
+    news = NewsFeatures.from_table(table)
+    rows = torch.tensor([5, 5, 5])
+    users = torch.tensor([2, 3, 2])
+    vectors = model.encode_news(news.take(rows), users)  # [3, filters]
+    assert not torch.allclose(vectors[0], vectors[1])
+    torch.testing.assert_close(vectors[0], vectors[2])
+
+
+def test_encoding_needs_the_reader(data):
+    vocabs, (table, _), _ = data
+    with pytest.raises(ValueError, match="user"):
+        make(vocabs).encode_news(NewsFeatures.from_table(table).take(torch.tensor([1])))
+
+
+def test_pairs_are_encoded_once_and_match_single_encoding(data):
+    vocabs, (table, _), _ = data
+    model = make(vocabs)
+    news = NewsFeatures.from_table(table)
+    rows = torch.tensor([4, 7, 4, 0, 7, 4])
+    users = torch.tensor([2, 2, 3, 2, 3, 2])
+    together = model.encode_pairs(news, rows, users)
+    one_by_one = torch.cat([model.encode_news(news.take(rows[i : i + 1]), users[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_scores_equal_one_at_a_time(data):
+    vocabs, _, (table, behaviors) = data
+    model = make(vocabs, seed=2)
+    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=5),
+                               score_one_at_a_time(model, table, behaviors), rtol=1e-4, atol=1e-5)
+
+
+def test_npa_overfits_one_batch(data):
+    vocabs, (table, behaviors), _ = data
+    model = make(vocabs).train()
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=4, batch_size=16, seed=0).epoch(0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss = F.cross_entropy(model(batch, news), torch.zeros(16, dtype=torch.long))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2
