@@ -9,6 +9,19 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tests use tiny tensors: with two OpenMP threads on a 2-core machine that is also doing
+    something else, each op waits for the other thread (measured 55 ms vs 0.6 ms for one small
+    convolution step). One thread keeps the suite fast and its CPU use low."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Preprocessing caches go to a per-session temporary folder, never to ~/.cache."""

@@ -123,3 +123,32 @@ def test_trains_on_real_mind_rows(shared_data, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["impressions"] == 10
     assert 0.0 <= metrics["auc"] <= 1.0
+
+
+# Tiny settings per model, so that every registered model runs through the CLI in seconds.
+TINY_BY_MODEL = {
+    "nrms": TINY,
+    "lstur": ["--set", "word_dim=16", "--set", "filters=8", "--set", "attention_hidden=8", "--set", "title_len=12",
+              "--set", "history_len=10", "--set", "batch_size=16"],
+    "npa": ["--set", "word_dim=16", "--set", "filters=8", "--set", "user_dim=6", "--set", "attention_hidden=8",
+            "--set", "history_len=10", "--set", "batch_size=16"],
+    "naml": ["--set", "word_dim=16", "--set", "filters=8", "--set", "attention_hidden=8", "--set", "category_dim=4",
+             "--set", "title_len=12", "--set", "abstract_len=20", "--set", "history_len=10", "--set", "batch_size=16"],
+}
+
+
+@pytest.mark.parametrize("model", sorted(TINY_BY_MODEL))
+def test_every_model_trains_evaluates_and_predicts_through_the_cli(model, synth_dir, tmp_path):
+    from newsrank.models import MODELS
+
+    assert set(MODELS) == set(TINY_BY_MODEL), "add tiny settings for every registered model"
+    run = tmp_path / "run"
+    assert main(["train", "--model", model, "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
+                 *TINY_BY_MODEL[model]]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["auc"] <= 1.0
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--run", str(run), "--data", str(synth_dir / "dev"), "--out", str(out), "-q"]) == 0
+    assert json.loads(out.read_text())["auc"] == pytest.approx(metrics["auc"], abs=1e-6)
+    assert main(["predict", "--run", str(run), "--data", str(synth_dir / "dev"),
+                 "--out", str(tmp_path / "prediction.txt"), "-q"]) == 0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from .base import ModelContext, NewsRecModel
+from .lstur import LSTUR
+from .naml import NAML
 from .npa import NPA
 from .nrms import NRMS
 
 MODELS: dict[str, type[NewsRecModel]] = {
     "nrms": NRMS,
+    "lstur": LSTUR,
     "npa": NPA,
+    "naml": NAML,
 }
 
 

@@ -1,0 +1,132 @@
+"""LSTUR: Neural News Recommendation with Long- and Short-term User Representations
+(An et al., ACL 2019).
+
+News encoder: word embedding -> dropout -> CNN (``filters``, ``window``, ReLU) -> dropout ->
+additive attention over the real words -> title vector e_t (``filters`` dims). With
+``use_categories`` the topic and subtopic embeddings are concatenated, as in the paper:
+e = [e_t; e_c; e_sc], so news vectors have D = filters + 2 * category_dim dims.
+
+User encoder, with D the news dimension (also the GRU size):
+
+    long-term    u_l = W_u[u]          (user-ID embedding; users unseen in training share <unk>)
+    short-term   h_k = GRU(h_{k-1}, e_k)   over the clicked news e_1..e_k, oldest first
+    ini          h_0 = u_l,  u = h_k                       (the long-term vector starts the GRU)
+    con          h_0 = 0,    u = W [h_k; u_l] + b          (a dense layer back to D dims)
+
+Score: dot product of u and the candidate news vector.
+
+Choices:
+* Long-term masking (the paper's p = 0.5): during training each sample's u_l is replaced by zeros
+  with probability ``user_mask_prob`` (one Bernoulli draw per sample), so the model also learns to
+  serve users whose long-term vector is uninformative (new users). Never applied in eval mode.
+* The user embedding starts at zeros (Microsoft Recommenders' choice), so an untrained model reads
+  every user like a masked one; row 0 (padding) is never a real user and stays zero.
+* Histories are left-padded (most recent click last). Each row's real clicks are moved to the
+  front, in order, and the GRU runs on a packed sequence, so padding never enters the recurrence
+  and a history's vector does not depend on how much padding it has. A row with no click at all
+  cannot be packed: its short-term state is the GRU's initial state (u_l in ``ini``, 0 in ``con``).
+
+Defaults follow Microsoft Recommenders' ``lstur.yaml`` (400 filters, window 3, GRU size 400,
+attention hidden 200, dropout 0.2, ``ini``); the word dimension is that of the pretrained vectors
+when some are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from ..data.batching import NewsFeatures, UserInputs
+from ..data.vocab import PAD
+from ..layers import AdditiveAttention, TextCNN
+from .base import ModelContext, NewsRecModel, word_embedding
+
+
+@dataclass
+class LSTURConfig:
+    word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
+    filters: int = 400  # CNN filters = title vector size
+    window: int = 3  # CNN window (odd)
+    attention_hidden: int = 200  # hidden size of the additive attention over title words
+    dropout: float = 0.2  # on word embeddings and on CNN outputs
+    mode: Literal["ini", "con"] = "ini"  # ini: long-term vector starts the GRU; con: concatenate both
+    use_categories: bool = False  # concatenate topic and subtopic embeddings to the title vector
+    category_dim: int = 100  # size of each of the topic / subtopic embeddings
+    user_mask_prob: float = 0.5  # training only: chance that a sample's long-term vector is zeroed
+
+
+class LSTUR(NewsRecModel):
+    config_class = LSTURConfig
+
+    def __init__(self, config: LSTURConfig, context: ModelContext):
+        super().__init__()
+        if config.mode not in ("ini", "con"):
+            raise ValueError(f"mode must be 'ini' or 'con', got {config.mode!r}")
+        if not 0.0 <= config.user_mask_prob <= 1.0:
+            raise ValueError(f"user_mask_prob must be in [0, 1], got {config.user_mask_prob}")
+        self.config = config
+        self.words = word_embedding(context, config.word_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.cnn = TextCNN(self.words.embedding_dim, config.filters, config.window)
+        self.title_pool = AdditiveAttention(config.filters, config.attention_hidden)
+        dim = config.filters
+        if config.use_categories:
+            self.categories = nn.Embedding(len(context.vocabs.categories), config.category_dim, padding_idx=PAD)
+            self.subcategories = nn.Embedding(len(context.vocabs.subcategories), config.category_dim,
+                                              padding_idx=PAD)
+            dim += 2 * config.category_dim
+        self.news_dim = dim
+        self.user_ids = nn.Embedding(len(context.vocabs.users), dim, padding_idx=PAD)
+        nn.init.zeros_(self.user_ids.weight)
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+        if config.mode == "con":
+            self.combine = nn.Linear(2 * dim, dim)
+
+    def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
+        mask = news.title != PAD  # [N, L]
+        x = self.dropout(self.words(news.title))  # [N, L, word_dim]
+        x = self.dropout(self.cnn(x, mask))  # [N, L, filters]
+        title = self.title_pool(x, mask)  # [N, filters]
+        if not self.config.use_categories:
+            return title
+        return torch.cat(
+            [title, self.categories(news.category), self.subcategories(news.subcategory)], dim=-1
+        )  # [N, filters + 2 * category_dim]
+
+    def long_term(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, D] long-term vectors; in training each is zeroed with probability user_mask_prob."""
+        long = self.user_ids(users)  # [B, D]
+        p = self.config.user_mask_prob
+        if self.training and p > 0:
+            keep = torch.rand(long.shape[0], 1, device=long.device) >= p  # [B, 1], one draw per sample
+            long = long * keep.to(long.dtype)
+        return long
+
+    def short_term(self, vectors: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+        """[B, D] final GRU state over the real clicks of each row (in order), from ``initial`` [B, D];
+        rows without any click keep ``initial``."""
+        b, h, d = vectors.shape
+        lengths = mask.sum(dim=1)  # [B]
+        # Real clicks first, in their order (a stable sort of "is padding"), padding after them.
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # [B, H]
+        clicks = vectors.gather(1, order.unsqueeze(-1).expand(b, h, d))  # [B, H, D]
+        rows = (lengths > 0).nonzero().squeeze(1)  # [B'] rows with at least one click
+        if len(rows) == 0:
+            return initial
+        packed = pack_padded_sequence(clicks[rows], lengths[rows].cpu(), batch_first=True, enforce_sorted=False)
+        _, last = self.gru(packed, initial[rows].unsqueeze(0).contiguous())  # last: [1, B', D]
+        if len(rows) == b:
+            return last[0]
+        return initial.index_copy(0, rows, last[0])  # [B, D]
+
+    def encode_user(self, user: UserInputs) -> torch.Tensor:
+        long = self.long_term(user.users)  # [B, D]
+        vectors, mask = user.history_vectors, user.history_mask  # [B, H, D], [B, H]
+        if self.config.mode == "ini":
+            return self.short_term(vectors, mask, long)  # [B, D]
+        short = self.short_term(vectors, mask, torch.zeros_like(long))  # [B, D]
+        return self.combine(torch.cat([short, long], dim=-1))  # [B, D]

@@ -1,0 +1,102 @@
+"""NAML: Neural News Recommendation with Attentive Multi-View Learning (Wu et al., IJCAI 2019).
+
+News encoder, four views of a news item, each a vector of ``filters`` dims:
+
+- title view: word embedding -> dropout -> CNN -> dropout -> additive attention over the words;
+- body view: the same over the abstract words (own CNN and attention, shared word embedding);
+- category view: category embedding -> dense + ReLU;
+- subcategory view: subcategory embedding -> dense + ReLU.
+
+An additive attention over the four view vectors pools them into the news vector.
+User encoder: additive attention over the clicked-news vectors.
+Score: dot product of user and candidate vectors. Padding is masked at every attention, so an
+empty title or abstract (all padding) gives a finite, width-independent view vector.
+
+Defaults follow Microsoft Recommenders' ``naml.yaml`` (400 filters of window 3, attention hidden
+200, category embeddings 100, dropout 0.2); the word dimension is that of the pretrained vectors
+when some are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.batching import NewsFeatures, UserInputs
+from ..data.vocab import PAD
+from ..layers import AdditiveAttention, TextCNN
+from .base import ModelContext, NewsRecModel, word_embedding
+
+
+@dataclass
+class NAMLConfig:
+    word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
+    filters: int = 400  # CNN filters; every view vector and the news/user vectors have this size
+    window: int = 3  # CNN window (odd: 'same' padding)
+    attention_hidden: int = 200  # hidden size of every additive attention (words, views, clicks)
+    category_dim: int = 100  # category and subcategory embedding size
+    dropout: float = 0.2  # on word embeddings and on CNN outputs
+
+
+class TextView(nn.Module):
+    """One text view (title or body): dropout -> CNN -> dropout -> masked additive attention."""
+
+    def __init__(self, word_dim: int, config: NAMLConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.cnn = TextCNN(word_dim, config.filters, config.window)
+        self.pool = AdditiveAttention(config.filters, config.attention_hidden)
+
+    def forward(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # embedded: [N, L, word_dim], mask: [N, L] bool
+        x = self.dropout(embedded)  # [N, L, word_dim]
+        x = self.dropout(self.cnn(x, mask))  # [N, L, filters]
+        return self.pool(x, mask)  # [N, filters]
+
+
+class CategoryView(nn.Module):
+    """A category view: embedding (row 0 = padding) -> dense + ReLU."""
+
+    def __init__(self, size: int, config: NAMLConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(size, config.category_dim, padding_idx=0)
+        self.dense = nn.Linear(config.category_dim, config.filters)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        # index: [N] long -> [N, filters]
+        return torch.relu(self.dense(self.embedding(index)))
+
+
+class NAML(NewsRecModel):
+    config_class = NAMLConfig
+
+    def __init__(self, config: NAMLConfig, context: ModelContext):
+        super().__init__()
+        self.config = config
+        self.words = word_embedding(context, config.word_dim)
+        dim = self.words.embedding_dim
+        self.title_view = TextView(dim, config)
+        self.body_view = TextView(dim, config)
+        self.category_view = CategoryView(len(context.vocabs.categories), config)
+        self.subcategory_view = CategoryView(len(context.vocabs.subcategories), config)
+        self.view_pool = AdditiveAttention(config.filters, config.attention_hidden)
+        self.click_pool = AdditiveAttention(config.filters, config.attention_hidden)
+
+    def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
+        title_mask = news.title != PAD  # [N, Lt]
+        body_mask = news.abstract != PAD  # [N, La]
+        views = torch.stack(
+            [
+                self.title_view(self.words(news.title), title_mask),  # [N, filters]
+                self.body_view(self.words(news.abstract), body_mask),  # [N, filters]
+                self.category_view(news.category),  # [N, filters]
+                self.subcategory_view(news.subcategory),  # [N, filters]
+            ],
+            dim=1,
+        )  # [N, 4, filters]
+        return self.view_pool(views)  # [N, filters]
+
+    def encode_user(self, user: UserInputs) -> torch.Tensor:
+        return self.click_pool(user.history_vectors, user.history_mask)  # [B, filters]

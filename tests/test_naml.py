@@ -1,0 +1,171 @@
+"""NAML: shapes, every view used, padding invariances, fast == slow scoring, learning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from newsrank.config import DataConfig, load_config
+from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
+from newsrank.data.dataset import load_split, load_vocabularies
+from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
+from newsrank.models.base import ModelContext
+from newsrank.models.naml import NAML, NAMLConfig
+
+TINY = NAMLConfig(word_dim=16, filters=8, window=3, attention_hidden=8, category_dim=4, dropout=0.2)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(synth_dir):
+    config = DataConfig(title_len=12, abstract_len=20, history_len=10)
+    vocabs = load_vocabularies(synth_dir / "train", config)
+    train = load_split(synth_dir / "train", vocabs, config)
+    dev = load_split(synth_dir / "dev", vocabs, config)
+    return vocabs, train, dev
+
+
+def make_model(vocabs, seed=0, config=TINY):
+    torch.manual_seed(seed)
+    return NAML(config, ModelContext(vocabs)).eval()
+
+
+def rows_of(news: NewsFeatures, rows: torch.Tensor) -> NewsFeatures:
+    """The rows at the table's full widths (no trimming, unlike ``take``)."""
+    return NewsFeatures(news.title[rows], news.abstract[rows], news.category[rows], news.subcategory[rows])
+
+
+def test_packaged_yaml_matches_the_dataclass_defaults():
+    config = load_config("naml", NAMLConfig)
+    assert config.model == NAMLConfig()
+    assert (config.data.title_len, config.data.abstract_len, config.data.history_len) == (30, 50, 50)
+    assert config.train.lr == pytest.approx(1e-4) and config.train.npratio == 4
+
+
+def test_logits_shape(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs)
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=4, batch_size=8, seed=1).epoch(0))
+    logits = model(batch, news)
+    assert logits.shape == (8, 5)
+    assert torch.isfinite(logits).all()
+    assert model.encode_news(news.take(torch.arange(1, 6))).shape == (5, TINY.filters)
+
+
+@pytest.mark.parametrize("view", ["title", "abstract", "category", "subcategory"])
+def test_every_view_changes_the_news_vector(tiny_data, view):
+    vocabs, (table, _), _ = tiny_data
+    model = make_model(vocabs)
+    news = NewsFeatures.from_table(table)
+    rows = torch.arange(1, 9)
+    base = rows_of(news, rows)
+    changed = rows_of(news, rows)
+    field = getattr(changed, view)
+    if field.dim() == 2:  # replace row 0's text by other words
+        field[0] = 0
+        field[0, :5] = (getattr(base, view)[0, :5] + 7) % (len(vocabs.words) - 2) + 2
+    else:  # another category / subcategory (not padding)
+        assert len(vocabs.categories if view == "category" else vocabs.subcategories) > 3
+        field[0] = 2 if int(field[0]) != 2 else 3
+    assert not torch.equal(getattr(changed, view), getattr(base, view))
+    a, b = model.encode_news(base), model.encode_news(changed)
+    assert (a[0] - b[0]).abs().max() > 1e-6  # the changed item moves
+    torch.testing.assert_close(a[1:], b[1:])  # the others do not
+
+
+def test_news_vector_does_not_depend_on_padding_width(tiny_data):
+    vocabs, (table, _), _ = tiny_data
+    model = make_model(vocabs)
+    news = NewsFeatures.from_table(table)
+    rows = torch.arange(1, 11)
+    narrow = model.encode_news(news.take(rows))  # widths cut to the longest text
+    wide = model.encode_news(rows_of(news, rows))  # the table's widths
+    base = rows_of(news, rows)
+    wider = model.encode_news(NewsFeatures(
+        torch.cat([base.title, torch.zeros(10, 7, dtype=torch.long)], dim=1),
+        torch.cat([base.abstract, torch.zeros(10, 9, dtype=torch.long)], dim=1),
+        base.category, base.subcategory,
+    ))
+    torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(narrow, wider, rtol=1e-5, atol=1e-6)
+    # One at a time (each row cut to its own widths) gives the same vectors too.
+    single = torch.cat([model.encode_news(news.take(rows[i : i + 1])) for i in range(len(rows))])
+    torch.testing.assert_close(narrow, single, rtol=1e-5, atol=1e-6)
+
+
+def test_user_vector_ignores_history_padding(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs)
+    news = NewsFeatures.from_table(table)
+    vectors = encode_all_news(model, news, 64)
+    history = torch.as_tensor(np.array(behaviors.history[:4], dtype=np.int64))  # [4, H]
+    extra = torch.cat([torch.zeros(4, 6, dtype=torch.long), history], dim=1)  # more left padding
+    users = torch.zeros(4, dtype=torch.long)
+    a = model.encode_user(UserInputs(history, history != 0, vectors[history], users, news))
+    b = model.encode_user(UserInputs(extra, extra != 0, vectors[extra], users, news))
+    assert a.shape == (4, TINY.filters)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_empty_abstract_gives_a_finite_width_independent_vector(tiny_data):
+    vocabs, (table, _), _ = tiny_data
+    model = make_model(vocabs)
+    news = NewsFeatures.from_table(table)
+    rows = torch.arange(1, 5)
+    base = rows_of(news, rows)
+    for width in (1, base.abstract.shape[1]):
+        empty = NewsFeatures(base.title, torch.zeros(4, width, dtype=torch.long), base.category, base.subcategory)
+        out = model.encode_news(empty)
+        assert torch.isfinite(out).all()
+        if width == 1:
+            first = out
+    torch.testing.assert_close(out, first, rtol=1e-5, atol=1e-6)
+    # The padding row itself (no title, no abstract, padding categories) is finite as well.
+    assert torch.isfinite(model.encode_news(news.take(torch.tensor([0])))).all()
+    # And with gradients: no NaN flows back from an all-padding row.
+    model.train()
+    loss = model.encode_news(NewsFeatures(base.title, torch.zeros(4, 3, dtype=torch.long), base.category,
+                                          base.subcategory)).sum()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_fast_scores_equal_one_at_a_time_scores(tiny_data):
+    vocabs, _, (table, behaviors) = tiny_data
+    model = make_model(vocabs, seed=3)
+    fast = score_behaviors(model, table, behaviors, batch_size=7)
+    slow = score_one_at_a_time(model, table, behaviors)
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=1000), fast,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_pretrained_vectors_set_the_word_dimension(tiny_data):
+    vocabs = tiny_data[0]
+    vectors = np.random.default_rng(0).normal(size=(len(vocabs.words), 6)).astype(np.float32)
+    model = NAML(TINY, ModelContext(vocabs, vectors, freeze_words=True))
+    assert model.words.embedding_dim == 6
+    assert not model.words.weight.requires_grad
+    assert model.title_view.cnn.conv.in_channels == model.body_view.cnn.conv.in_channels == 6
+
+
+def test_naml_overfits_one_batch(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, config=dataclasses.replace(TINY, dropout=0.0)).train()
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=4, batch_size=16, seed=0).epoch(0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    target = torch.zeros(16, dtype=torch.long)
+    first = None
+    for _ in range(100):
+        loss = F.cross_entropy(model(batch, news), target)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert first > 1.2  # about log(5) at the start
+    assert loss.item() < 0.2
