@@ -1,0 +1,133 @@
+"""Fastformer: additive-attention self-attention with cost linear in the sequence length.
+
+Wu, Wu, Qi, Huang, "Fastformer: Additive Attention Can Be All You Need", arXiv:2108.09084 (2021);
+official code: https://github.com/wuch15/Fastformer (``Fastformer.ipynb``).
+
+For one head of size d (each head uses its own slice of q, k, v and its own w_q, w_k), with
+x_i the input at position i and M the set of real (unmasked) positions:
+
+    q_i = W_q x_i + b_q,   k_i = W_k x_i + b_k,   v_i = W_v x_i + b_v          (split into heads)
+    alpha_i = exp(w_q . q_i / sqrt(d)) / sum_{j in M} exp(w_q . q_j / sqrt(d))   (i in M, else 0)
+    g_q     = sum_{i in M} alpha_i q_i                                          global query
+    p_i     = g_q * k_i                                                         (element-wise)
+    beta_i  = exp(w_k . p_i / sqrt(d)) / sum_{j in M} exp(w_k . p_j / sqrt(d))   (i in M, else 0)
+    g_k     = sum_{i in M} beta_i p_i                                           global key
+    u_i     = g_k * v_i                                                         (element-wise)
+    out_i   = W_o [u_i over all heads] + b_o + q_i                              query residual
+
+Every step is a per-position map or a weighted sum over positions, so time and memory are
+O(B * L * dim): no [L, L] matrix is ever formed.
+
+Differences from the official code, and why:
+
+* The official ``FastSelfAttention`` scores each head with ``Linear(all_heads, heads)``, i.e. the
+  head-h score looks at the query/key vectors of *all* heads, and it has no value projection
+  ("query = value": u_i = g_k * q_i). We follow the paper instead: per-head vectors w_q, w_k
+  (no bias: a constant added to every score cancels in the softmax) and a separate value
+  projection.
+* The official code masks with an additive -10000 and lets padding positions keep their (tiny)
+  weight. Here masked scores are set to the dtype's most negative finite value
+  (``masked_fill_min``), so a padding position's weight is exactly 0, and q_i and p_i are zeroed
+  at padding positions before the pooling sums, so even non-finite junk in padding cannot leak
+  into g_q / g_k. Hence the output at a real position does not depend on the contents or the
+  number of padding positions. A row with no real position pools to g_q = g_k = 0 (finite,
+  deterministic): its outputs are W_o 0 + b_o + q_i.
+* Outputs at padding positions are finite but meaningless (they are not zeroed, as in
+  ``layers.MultiHeadSelfAttention``); pool them away with the same mask downstream.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from newsrank.layers import masked_fill_min
+
+
+class Fastformer(nn.Module):
+    """One Fastformer self-attention layer: [B, L, dim] -> [B, L, dim] (equations in the module doc).
+
+    ``dropout`` is applied to W_o u_i before the query residual is added (the sublayer output);
+    ``attention_dropout`` to the pooling weights alpha and beta. Both default to 0.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, attention_dropout: float = 0.0):
+        super().__init__()
+        if heads <= 0 or dim <= 0 or dim % heads != 0:
+            raise ValueError(f"dim ({dim}) must be a positive multiple of heads ({heads})")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        # w_q, w_k: one scoring vector per head (the paper's additive attention vectors)
+        self.query_att = nn.Parameter(torch.empty(heads, self.head_dim))
+        self.key_att = nn.Parameter(torch.empty(heads, self.head_dim))
+        self.transform = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.attention_dropout = nn.Dropout(attention_dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # same scale as a Linear(head_dim, 1) would get by default
+        bound = 1.0 / math.sqrt(self.head_dim)
+        nn.init.uniform_(self.query_att, -bound, bound)
+        nn.init.uniform_(self.key_att, -bound, bound)
+
+    def _pool(self, h: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Per-head additive attention pooling: sum_i softmax_i(w . h_i / sqrt(d)) h_i.
+
+        Padding positions get exactly zero weight, and ``h`` is zeroed there too so that
+        0 * (inf or NaN junk) cannot poison the sum.
+        """
+        # h: [B, L, H, d], w: [H, d], mask: [B, L] bool
+        scores = torch.einsum("blhd,hd->bhl", h, w) / math.sqrt(self.head_dim)  # [B, H, L]
+        if mask is not None:
+            scores = masked_fill_min(scores, mask[:, None, :])  # [B, H, L]
+            h = h.masked_fill(~mask[:, :, None, None], 0.0)  # [B, L, H, d]
+        weights = self.attention_dropout(torch.softmax(scores, dim=-1))  # [B, H, L]
+        return torch.einsum("bhl,blhd->bhd", weights, h)  # [B, H, d]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, L, dim], mask: [B, L] bool (True = real position) -> [B, L, dim]
+        b, length, _ = x.shape
+        shape = (b, length, self.heads, self.head_dim)
+        q = self.query(x).view(shape)  # [B, L, H, d]
+        k = self.key(x).view(shape)  # [B, L, H, d]
+        v = self.value(x).view(shape)  # [B, L, H, d]
+        global_q = self._pool(q, self.query_att, mask)  # [B, H, d]
+        p = global_q[:, None] * k  # [B, L, H, d]
+        global_k = self._pool(p, self.key_att, mask)  # [B, H, d]
+        u = (global_k[:, None] * v).reshape(b, length, self.dim)  # [B, L, dim]
+        return self.dropout(self.transform(u)) + q.reshape(b, length, self.dim)  # [B, L, dim]
+
+
+class FastformerEncoder(nn.Module):
+    """``layers`` Fastformer layers applied in sequence, all with the same padding mask.
+
+    ``layer_norm=False`` (default) stacks the bare layers: the official README reports that for news
+    recommendation Fastformer works better *without* layer normalization (and position
+    embeddings), and each layer already carries the query residual. ``layer_norm=True`` wraps each
+    layer as the official ``FastAttention`` sublayer does (post-LN, BERT style):
+    x <- LayerNorm(x + Fastformer(x)), the layer's own ``dropout`` playing the part of BERT's
+    hidden dropout. The official FastformerLayer also adds a BERT feed-forward block, and its
+    encoder adds position embeddings; both are left out here to keep the encoder a drop-in
+    sequence-to-sequence layer.
+    """
+
+    def __init__(self, dim: int, heads: int, layers: int = 1, dropout: float = 0.0, layer_norm: bool = False):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.layers = nn.ModuleList(Fastformer(dim, heads, dropout) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers)) if layer_norm else None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, L, dim], mask: [B, L] bool -> [B, L, dim]
+        for i, layer in enumerate(self.layers):
+            if self.norms is None:
+                x = layer(x, mask)  # [B, L, dim]
+            else:
+                x = self.norms[i](x + layer(x, mask))  # [B, L, dim]
+        return x
