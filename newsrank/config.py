@@ -32,6 +32,7 @@ class DataConfig:
     title_len: int = 30  # title tokens kept (first N words); longer titles are cut
     abstract_len: int = 50  # abstract tokens kept (for models with an abstract view)
     history_len: int = 50  # most recent clicks kept per impression
+    entity_len: int = 10  # entities kept per news (title's first, then abstract's; deduplicated)
     min_word_count: int = 1  # train-split words seen fewer times map to <unk>
 
 

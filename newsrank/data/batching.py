@@ -27,6 +27,9 @@ class NewsFeatures:
     abstract: torch.Tensor  # [N, La] long
     category: torch.Tensor  # [N] long
     subcategory: torch.Tensor  # [N] long
+    # [N, Le] long entity indices, right-padded with PAD; None for features built without them
+    # (a model that reads entities then sees none)
+    entities: torch.Tensor | None = None
 
     @classmethod
     def from_table(cls, table: NewsTable, device: torch.device | str = "cpu") -> "NewsFeatures":
@@ -46,7 +49,11 @@ class NewsFeatures:
         """
         out = {}
         for f in fields(self):
-            value = getattr(self, f.name)[rows]
+            value = getattr(self, f.name)
+            if value is None:
+                out[f.name] = None
+                continue
+            value = value[rows]
             if value.dim() == 2:
                 used = (value != PAD).any(dim=0).nonzero()
                 width = int(used.max()) + 1 if len(used) else 1

@@ -28,7 +28,7 @@ from ..config import DataConfig
 from .mind import Impression, MindFormatError, NewsRecord, read_behaviors, read_news, read_split
 from .vocab import PAD, Vocab, Vocabularies, tokenize
 
-CACHE_FORMAT = 1  # bump when the arrays' layout or meaning changes
+CACHE_FORMAT = 2  # bump when the arrays' layout or meaning changes
 
 
 def cache_root() -> Path:
@@ -44,6 +44,7 @@ class NewsTable:
     abstract: np.ndarray  # [N, abstract_len] int32
     category: np.ndarray  # [N] int32
     subcategory: np.ndarray  # [N] int32
+    entities: np.ndarray  # [N, entity_len] int32 entity indices (title's, then abstract's), PAD-padded
 
     def __len__(self) -> int:
         return len(self.news_ids)
@@ -73,13 +74,16 @@ class Behaviors:
 
 
 def build_vocabularies(train_dir: str | Path, config: DataConfig) -> Vocabularies:
-    """Vocabularies from the training split only (words from titles and abstracts)."""
+    """Vocabularies from the training split only (words from titles and abstracts, entities from
+    the title and abstract entity columns)."""
     train_dir = Path(train_dir)
     news = read_news(train_dir / "news.tsv")
     words: Counter = Counter()
     categories: Counter = Counter()
     subcategories: Counter = Counter()
+    entities: Counter = Counter()
     for record in news.values():
+        entities.update(news_entity_ids(record))
         words.update(tokenize(record.title))
         words.update(tokenize(record.abstract))
         categories[record.category] += 1
@@ -90,10 +94,26 @@ def build_vocabularies(train_dir: str | Path, config: DataConfig) -> Vocabularie
         categories=Vocab.from_counts(categories),
         subcategories=Vocab.from_counts(subcategories),
         users=Vocab.from_counts(users),
+        entities=Vocab.from_counts(entities),
     )
 
 
 # --------------------------------------------------------------------------- arrays
+
+
+def news_entity_ids(record: NewsRecord) -> list[str]:
+    """WikidataIds of a news item's entities: title entities first, then abstract entities, each
+    in order of first occurrence, without repeats (entities lacking a WikidataId are skipped)."""
+    ids = (e.get("WikidataId") for e in record.title_entities + record.abstract_entities)
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str) and i))
+
+
+def _entity_matrix(records: list[NewsRecord], vocab: Vocab, length: int) -> np.ndarray:
+    out = np.zeros((len(records) + 1, length), dtype=np.int32)  # [N, length], row 0 = padding news
+    for row, record in enumerate(records, start=1):
+        ids = vocab.lookup_many(news_entity_ids(record)[:length])
+        out[row, : len(ids)] = ids
+    return out
 
 
 def _token_matrix(texts: list[str], vocab: Vocab, length: int) -> np.ndarray:
@@ -113,6 +133,7 @@ def build_news_table(news: dict[str, NewsRecord], vocabs: Vocabularies, config: 
         abstract=_token_matrix([""] + [r.abstract for r in records], vocabs.words, config.abstract_len),
         category=np.array([PAD] + [cat_lookup(r.category) for r in records], dtype=np.int32),
         subcategory=np.array([PAD] + [sub_lookup(r.subcategory) for r in records], dtype=np.int32),
+        entities=_entity_matrix(records, vocabs.entities, config.entity_len),
     )
 
 

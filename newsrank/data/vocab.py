@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 PAD, UNK = 0, 1
@@ -59,21 +59,33 @@ class Vocab:
         return [get(t, UNK) for t in tokens]
 
 
+_NAMES = ("words", "categories", "subcategories", "users")
+
+
 @dataclass
 class Vocabularies:
-    """All vocabularies a model needs; saved with every checkpoint so new data maps the same way."""
+    """All vocabularies a model needs; saved with every checkpoint so new data maps the same way.
+
+    ``entities`` holds the WikidataIds of the training split's title and abstract entities. It is
+    optional: vocabularies saved before it existed (and data without entities) have an empty one,
+    which ``to_json``, ``sizes`` and hence ``digest`` leave out, so their digests are unchanged.
+    """
 
     words: Vocab
     categories: Vocab
     subcategories: Vocab
     users: Vocab
+    entities: Vocab = field(default_factory=lambda: Vocab([]))
+
+    def _names(self) -> tuple[str, ...]:
+        return _NAMES + (("entities",) if len(self.entities) > 2 else ())
 
     def to_json(self) -> dict:
-        return {name: getattr(self, name).tokens[2:] for name in ("words", "categories", "subcategories", "users")}
+        return {name: getattr(self, name).tokens[2:] for name in self._names()}
 
     @classmethod
     def from_json(cls, data: dict) -> "Vocabularies":
-        return cls(**{name: Vocab(data[name]) for name in ("words", "categories", "subcategories", "users")})
+        return cls(**{name: Vocab(data[name]) for name in _NAMES}, entities=Vocab(data.get("entities", [])))
 
     def digest(self) -> str:
         """A short content hash; a checkpoint records it so mismatched vocabularies are caught."""
@@ -81,4 +93,4 @@ class Vocabularies:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def sizes(self) -> dict[str, int]:
-        return {name: len(getattr(self, name)) for name in ("words", "categories", "subcategories", "users")}
+        return {name: len(getattr(self, name)) for name in self._names()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import ModelContext, NewsRecModel
+from .fum import FUM
 from .lstur import LSTUR
 from .naml import NAML
 from .npa import NPA
@@ -13,6 +14,7 @@ MODELS: dict[str, type[NewsRecModel]] = {
     "lstur": LSTUR,
     "npa": NPA,
     "naml": NAML,
+    "fum": FUM,
 }
 
 

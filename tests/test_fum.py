@@ -1,0 +1,275 @@
+"""FUM: shapes, padding invariances of u^f, fast == slow scoring, ablations, entity view, learning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from newsrank.config import DataConfig, load_config
+from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
+from newsrank.data.dataset import build_news_table, load_split, load_vocabularies, news_entity_ids
+from newsrank.data.mind import NewsRecord
+from newsrank.data.vocab import Vocab, Vocabularies
+from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
+from newsrank.models import MODELS
+from newsrank.models.base import ModelContext
+from newsrank.models.fum import FUM, FUMConfig
+
+TINY = FUMConfig(word_dim=16, heads=2, head_dim=4, attention_hidden=8, dropout=0.2, category_dim=4, entity_dim=4,
+                 fastformer_dim=8, fastformer_heads=2, tokens_per_news=14)
+DIM = TINY.heads * TINY.head_dim
+
+
+@pytest.fixture(scope="module")
+def tiny_data(synth_dir):
+    config = DataConfig(title_len=12, abstract_len=20, history_len=10, entity_len=4)
+    vocabs = load_vocabularies(synth_dir / "train", config)
+    train = load_split(synth_dir / "train", vocabs, config)
+    dev = load_split(synth_dir / "dev", vocabs, config)
+    return vocabs, train, dev
+
+
+def make_model(vocabs, seed=0, config=TINY, **changes):
+    torch.manual_seed(seed)
+    return FUM(dataclasses.replace(config, **changes), ModelContext(vocabs)).eval()
+
+
+def user_inputs(model, news, history):
+    vectors = encode_all_news(model, news, 64)
+    return UserInputs(history, history != 0, vectors[history], torch.zeros(len(history), dtype=torch.long), news)
+
+
+def histories(behaviors, n=4):
+    history = torch.as_tensor(np.array(behaviors.history, dtype=np.int64))
+    full = history[(history != 0).sum(dim=1) >= 3][:n]  # impressions with at least 3 clicks
+    assert len(full) == n
+    return full
+
+
+def test_registered_and_packaged_yaml_matches_the_dataclass_defaults():
+    assert MODELS["fum"] is FUM
+    config = load_config("fum", FUMConfig)
+    assert config.model == FUMConfig()
+    assert (config.data.title_len, config.data.abstract_len, config.data.history_len) == (30, 50, 50)
+    assert config.data.entity_len == 10
+
+
+def test_entity_column_and_vocabulary(tiny_data):
+    vocabs, (table, _), _ = tiny_data
+    assert len(vocabs.entities) > 2 and vocabs.entities.tokens[2].startswith("Q")
+    assert table.entities.shape == (len(table), 4) and table.entities.dtype == np.int32
+    assert not table.entities[0].any()  # padding news
+    assert (table.entities[:, 0] != 0).sum() > 10  # the synthetic data mentions entities
+    news = NewsFeatures.from_table(table)
+    assert news.entities.dtype == torch.long and news.entities.shape == (len(table), 4)
+
+
+def entity(qid: str) -> dict:
+    return {"Label": qid.lower(), "Type": "P", "WikidataId": qid, "Confidence": 1.0}
+
+
+def test_news_entity_ids_title_first_deduplicated_and_cut():
+    record = NewsRecord("N1", "news", "politics", "t", "a", "u",
+                        title_entities=[entity("Q2"), entity("Q1"), entity("Q2")],
+                        abstract_entities=[entity("Q3"), entity("Q1"), {"Label": "no id"}, entity("Q4")])
+    assert news_entity_ids(record) == ["Q2", "Q1", "Q3", "Q4"]
+    words = Vocab(["t", "a"])
+    vocabs = Vocabularies(words, Vocab(["news"]), Vocab(["politics"]), Vocab(["U1"]), Vocab(["Q1", "Q3", "Q2"]))
+    empty = NewsRecord("N2", "news", "politics", "t", "", "u")
+    table = build_news_table({"N1": record, "N2": empty}, vocabs, DataConfig(title_len=2, abstract_len=2, entity_len=3))
+    e = vocabs.entities.lookup
+    assert table.entities.tolist() == [[0, 0, 0], [e("Q2"), e("Q1"), e("Q3")], [0, 0, 0]]
+    assert table.entities.dtype == np.int32
+    table = build_news_table({"N1": record}, vocabs, DataConfig(entity_len=5))
+    assert table.entities[1].tolist() == [e("Q2"), e("Q1"), e("Q3"), 1, 0]  # Q4 unseen in train: UNK
+
+
+def test_vocabularies_json_with_and_without_entities():
+    base = dict(words=Vocab(["a"]), categories=Vocab(["c"]), subcategories=Vocab(["s"]), users=Vocab(["U1"]))
+    old = Vocabularies(**base)
+    assert "entities" not in old.to_json() and "entities" not in old.sizes()  # older JSON, same digest
+    assert len(Vocabularies.from_json(old.to_json()).entities) == 2  # tolerant of JSON without the key
+    new = Vocabularies(**base, entities=Vocab(["Q1", "Q2"]))
+    back = Vocabularies.from_json(new.to_json())
+    assert back.entities.tokens == new.entities.tokens and back.digest() == new.digest() != old.digest()
+    assert new.sizes()["entities"] == 4
+
+
+def test_shapes(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs)
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=4, batch_size=8, seed=1).epoch(0))
+    logits = model(batch, news)
+    assert logits.shape == (8, 5) and torch.isfinite(logits).all()
+    assert model.encode_news(news.take(torch.arange(1, 6))).shape == (5, DIM)
+    history = histories(behaviors)
+    inputs = user_inputs(model, news, history)
+    assert model.encode_user(inputs).shape == (4, DIM)
+    x, mask = model.fine_grained_tokens(inputs)
+    assert x.shape[:2] == (4, history.shape[1]) and x.shape[3] == TINY.fastformer_dim
+    assert x.shape[2] <= TINY.tokens_per_news and mask.shape == x.shape[:3]
+    assert not mask[history == 0].any()  # padding news: every token masked
+
+
+def test_fine_grained_user_ignores_padding(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, coarse=False)  # u = u^f alone
+    news = NewsFeatures.from_table(table)
+    history = histories(behaviors)
+    base = model.encode_user(user_inputs(model, news, history))
+    # more left-padded history news
+    extra = torch.cat([torch.zeros(4, 6, dtype=torch.long), history], dim=1)
+    torch.testing.assert_close(model.encode_user(user_inputs(model, news, extra)), base, rtol=1e-5, atol=1e-6)
+    # wider (more padded) token columns in the news table
+    wide = NewsFeatures(
+        torch.cat([news.title, torch.zeros(len(news), 9, dtype=torch.long)], dim=1),
+        torch.cat([news.abstract, torch.zeros(len(news), 5, dtype=torch.long)], dim=1),
+        news.category, news.subcategory,
+        torch.cat([news.entities, torch.zeros(len(news), 3, dtype=torch.long)], dim=1),
+    )
+    torch.testing.assert_close(model.encode_user(user_inputs(model, wide, history)), base, rtol=1e-5, atol=1e-6)
+    # and so is the whole model (u^c + u^f, with abstract and entity tokens in u^f)
+    full = make_model(vocabs, fine_abstract=True, fine_abstract_len=3, fine_entities=True, fine_entity_len=2)
+    a = full.encode_user(user_inputs(full, news, history))
+    torch.testing.assert_close(full.encode_user(user_inputs(full, news, extra)), a, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(full.encode_user(user_inputs(full, wide, history)), a, rtol=1e-5, atol=1e-6)
+    # a user with no clicks gets a finite vector
+    assert torch.isfinite(full.encode_user(user_inputs(full, news, torch.zeros(1, 10, dtype=torch.long)))).all()
+
+
+def test_fine_grained_user_reads_the_clicked_tokens(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, coarse=False)
+    news = NewsFeatures.from_table(table)
+    history = histories(behaviors)
+    base = model.encode_user(user_inputs(model, news, history))
+    changed = NewsFeatures(news.title.clone(), news.abstract, news.category, news.subcategory, news.entities)
+    row = int(history[0, -1])
+    changed.title[row, :3] = (changed.title[row, :3] + 5) % (len(vocabs.words) - 2) + 2
+    other = model.encode_user(user_inputs(model, changed, history))
+    assert (other[0] - base[0]).abs().max() > 1e-6
+    clicked_elsewhere = (history[1:] == row).any(dim=1)
+    torch.testing.assert_close(other[1:][~clicked_elsewhere], base[1:][~clicked_elsewhere])
+
+
+def test_fast_scores_equal_one_at_a_time_scores(tiny_data):
+    vocabs, _, (table, behaviors) = tiny_data
+    model = make_model(vocabs, seed=3)
+    fast = score_behaviors(model, table, behaviors, batch_size=7)
+    slow = score_one_at_a_time(model, table, behaviors)
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=1000), fast,
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("changes", [
+    {"fine_grained": False}, {"coarse": False}, {"combine": "concat"},
+    {"use_title": False, "use_abstract": False}, {"use_categories": False, "use_entities": False},
+    {"fine_abstract": True, "fine_entities": True, "fine_abstract_len": 3, "fine_entity_len": 2},
+    {"fastformer_layers": 2, "fastformer_layer_norm": True},
+])
+def test_ablations_run(tiny_data, changes):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, **changes).train()
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=4, batch_size=8, seed=1).epoch(0))
+    logits = model(batch, news)
+    assert logits.shape == (8, 5) and torch.isfinite(logits).all()
+    logits.logsumexp(dim=1).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_user_parts_and_combinations_differ(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    news = NewsFeatures.from_table(table)
+    history = histories(behaviors)
+    out = {}
+    full = make_model(vocabs).state_dict()
+    for name, changes in {"sum": {}, "concat": {"combine": "concat"}, "coarse": {"fine_grained": False},
+                          "fine": {"coarse": False}}.items():
+        model = make_model(vocabs, **changes)
+        missing, unexpected = model.load_state_dict(full, strict=False)  # the same weights where shared
+        assert missing == (["combine.weight", "combine.bias"] if name == "concat" else [])
+        out[name] = model.encode_user(user_inputs(model, news, history))
+        assert out[name].shape == (4, DIM)
+    # with shared weights the sum is exactly coarse + fine
+    torch.testing.assert_close(out["sum"], out["coarse"] + out["fine"], rtol=1e-5, atol=1e-6)
+    assert (out["sum"] - out["concat"]).abs().max() > 1e-4
+    assert not hasattr(make_model(vocabs), "combine")  # sum: no extra layer
+    assert isinstance(make_model(vocabs, combine="concat").combine, torch.nn.Linear)
+
+
+def test_entity_view_uses_the_entity_column(tiny_data):
+    vocabs, (table, _), _ = tiny_data
+    news = NewsFeatures.from_table(table)
+    rows = torch.arange(1, 9)
+    base = NewsFeatures(news.title[rows], news.abstract[rows], news.category[rows], news.subcategory[rows],
+                        news.entities[rows])
+    changed = dataclasses.replace(base, entities=base.entities.clone())
+    changed.entities[0] = 0
+    changed.entities[0, :2] = torch.tensor([2, 3]) if int(base.entities[0, 0]) != 2 else torch.tensor([4, 5])
+    model = make_model(vocabs)
+    a, b = model.encode_news(base), model.encode_news(changed)
+    assert (a[0] - b[0]).abs().max() > 1e-6
+    torch.testing.assert_close(a[1:], b[1:])
+    # with the entity view off, entities do not matter
+    off = make_model(vocabs, use_entities=False)
+    torch.testing.assert_close(off.encode_news(base), off.encode_news(changed))
+    # features without an entity column behave as news without entities
+    none = dataclasses.replace(base, entities=None)
+    zero = dataclasses.replace(base, entities=torch.zeros_like(base.entities))
+    torch.testing.assert_close(model.encode_news(none), model.encode_news(zero))
+
+
+def test_news_vector_does_not_depend_on_padding_width(tiny_data):
+    vocabs, (table, _), _ = tiny_data
+    model = make_model(vocabs)
+    news = NewsFeatures.from_table(table)
+    rows = torch.arange(1, 11)
+    narrow = model.encode_news(news.take(rows))
+    wide = model.encode_news(NewsFeatures(news.title[rows], news.abstract[rows], news.category[rows],
+                                          news.subcategory[rows], news.entities[rows]))
+    torch.testing.assert_close(narrow, wide, rtol=1e-5, atol=1e-6)
+    single = torch.cat([model.encode_news(news.take(rows[i : i + 1])) for i in range(len(rows))])
+    torch.testing.assert_close(narrow, single, rtol=1e-5, atol=1e-6)
+
+
+def test_config_validation(tiny_data):
+    vocabs = tiny_data[0]
+    with pytest.raises(ValueError, match="news view"):
+        make_model(vocabs, use_title=False, use_abstract=False, use_categories=False, use_entities=False)
+    with pytest.raises(ValueError, match="user model part"):
+        make_model(vocabs, coarse=False, fine_grained=False)
+    with pytest.raises(ValueError, match="tokens_per_news"):
+        make_model(vocabs, tokens_per_news=6, fine_entities=True, fine_entity_len=4)
+    with pytest.raises(ValueError, match="combine"):
+        make_model(vocabs, combine="product")
+    with pytest.raises(ValueError, match="multiple"):
+        make_model(vocabs, fastformer_dim=9)
+    # every single view is enough
+    for view in ("use_title", "use_abstract", "use_categories", "use_entities"):
+        only = {v: v == view for v in ("use_title", "use_abstract", "use_categories", "use_entities")}
+        assert make_model(vocabs, **only) is not None
+
+
+def test_fum_overfits_one_batch(tiny_data):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, dropout=0.0).train()
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=4, batch_size=16, seed=0).epoch(0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    target = torch.zeros(16, dtype=torch.long)
+    first = None
+    for _ in range(80):
+        loss = F.cross_entropy(model(batch, news), target)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert first > 1.2  # about log(5) at the start
+    assert loss.item() < 0.2
