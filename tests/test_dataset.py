@@ -12,7 +12,7 @@ import pytest
 
 import newsrank.data.dataset as dataset
 from newsrank.config import DataConfig
-from newsrank.data.dataset import Behaviors, build_vocabularies, load_split, load_vocabularies
+from newsrank.data.dataset import build_vocabularies, load_split, load_vocabularies
 from newsrank.data.mind import MindFormatError
 from newsrank.data.vocab import PAD, PAD_TOKEN, UNK, UNK_TOKEN, Vocab, Vocabularies, tokenize
 

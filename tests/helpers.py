@@ -1,0 +1,25 @@
+"""Plain helpers shared by the model tests (imported as ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from newsrank.data.batching import NewsFeatures, TrainSampler
+
+
+def overfit_losses(model, table, behaviors, steps: int, lr: float = 3e-3, batch_size: int = 16) -> tuple[float, float]:
+    """First and last loss of ``steps`` Adam steps on one fixed batch (1 click + 4 non-clicks)."""
+    model.train()
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=4, batch_size=batch_size, seed=0).epoch(0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    target = torch.zeros(len(batch.users), dtype=torch.long)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(batch, news), target)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return losses[0], losses[-1]
