@@ -23,3 +23,11 @@ def overfit_losses(model, table, behaviors, steps: int, lr: float = 3e-3, batch_
         loss.backward()
         optimizer.step()
     return losses[0], losses[-1]
+
+
+def load_tiny_splits(synth_dir, config):
+    """Vocabularies from ``synth_dir/train`` and the (table, behaviors) of both splits under ``config``."""
+    from newsrank.data.dataset import load_split, load_vocabularies
+
+    vocabs = load_vocabularies(synth_dir / "train", config)
+    return vocabs, load_split(synth_dir / "train", vocabs, config), load_split(synth_dir / "dev", vocabs, config)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import overfit_losses
+from helpers import load_tiny_splits, overfit_losses
 from newsrank.config import DataConfig, load_config
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
-from newsrank.data.dataset import build_news_table, load_split, load_vocabularies, news_entity_ids
+from newsrank.data.dataset import build_news_table, news_entity_ids
 from newsrank.data.mind import NewsRecord
 from newsrank.data.vocab import Vocab, Vocabularies
 from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
@@ -27,10 +27,7 @@ DIM = TINY.heads * TINY.head_dim
 @pytest.fixture(scope="module")
 def tiny_data(synth_dir):
     config = DataConfig(title_len=12, abstract_len=20, history_len=10, entity_len=4)
-    vocabs = load_vocabularies(synth_dir / "train", config)
-    train = load_split(synth_dir / "train", vocabs, config)
-    dev = load_split(synth_dir / "dev", vocabs, config)
-    return vocabs, train, dev
+    return load_tiny_splits(synth_dir, config)
 
 
 def make_model(vocabs, seed=0, config=TINY, **changes):

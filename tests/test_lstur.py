@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import load_tiny_splits
 from newsrank.config import ConfigError, DataConfig, apply_overrides, load_config
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
-from newsrank.data.dataset import load_split, load_vocabularies
 from newsrank.data.vocab import UNK
 from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
 from newsrank.models import ModelContext
@@ -25,10 +25,7 @@ MODES = ["ini", "con"]
 @pytest.fixture(scope="module")
 def tiny_data(synth_dir):
     config = DataConfig(title_len=12, history_len=10)
-    vocabs = load_vocabularies(synth_dir / "train", config)
-    train = load_split(synth_dir / "train", vocabs, config)
-    dev = load_split(synth_dir / "dev", vocabs, config)
-    return vocabs, train, dev
+    return load_tiny_splits(synth_dir, config)
 
 
 def make_model(vocabs, seed=0, random_users=True, **changes):

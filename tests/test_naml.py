@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import overfit_losses
+from helpers import load_tiny_splits, overfit_losses
 from newsrank.config import DataConfig, load_config
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
-from newsrank.data.dataset import load_split, load_vocabularies
 from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
 from newsrank.models.base import ModelContext
 from newsrank.models.naml import NAML, NAMLConfig
@@ -22,10 +21,7 @@ TINY = NAMLConfig(word_dim=16, filters=8, window=3, attention_hidden=8, category
 @pytest.fixture(scope="module")
 def tiny_data(synth_dir):
     config = DataConfig(title_len=12, abstract_len=20, history_len=10)
-    vocabs = load_vocabularies(synth_dir / "train", config)
-    train = load_split(synth_dir / "train", vocabs, config)
-    dev = load_split(synth_dir / "dev", vocabs, config)
-    return vocabs, train, dev
+    return load_tiny_splits(synth_dir, config)
 
 
 def make_model(vocabs, seed=0, config=TINY):

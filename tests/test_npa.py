@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import overfit_losses
+from helpers import load_tiny_splits, overfit_losses
 from newsrank.config import DataConfig
 from newsrank.data.batching import NewsFeatures
-from newsrank.data.dataset import load_split, load_vocabularies
 from newsrank.evaluate import score_behaviors, score_one_at_a_time
 from newsrank.models import ModelContext
 from newsrank.models.npa import NPA, NPAConfig
@@ -20,8 +19,7 @@ TINY = NPAConfig(word_dim=16, filters=8, window=3, user_dim=6, attention_hidden=
 @pytest.fixture(scope="module")
 def data(synth_dir):
     config = DataConfig(title_len=10, history_len=10)
-    vocabs = load_vocabularies(synth_dir / "train", config)
-    return vocabs, load_split(synth_dir / "train", vocabs, config), load_split(synth_dir / "dev", vocabs, config)
+    return load_tiny_splits(synth_dir, config)
 
 
 def make(vocabs, seed=0):
