@@ -27,9 +27,14 @@ class AdditiveAttention(nn.Module):
         self.proj = nn.Linear(in_dim, hidden_dim)
         self.query = nn.Linear(hidden_dim, 1, bias=False)
 
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Unnormalised attention scores a [...] of vectors x [..., in_dim] (for pooling over
+        irregular groups, e.g. FUM's tokens per clicked news)."""
+        return self.query(torch.tanh(self.proj(x))).squeeze(-1)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: [..., L, in_dim], mask: [..., L] bool
-        scores = self.query(torch.tanh(self.proj(x))).squeeze(-1)  # [..., L]
+        scores = self.scores(x)  # [..., L]
         weights = torch.softmax(masked_fill_min(scores, mask), dim=-1)  # [..., L]
         return torch.einsum("...l,...ld->...d", weights, x)  # [..., in_dim]
 

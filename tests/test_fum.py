@@ -107,10 +107,34 @@ def test_shapes(tiny_data):
     history = histories(behaviors)
     inputs = user_inputs(model, news, history)
     assert model.encode_user(inputs).shape == (4, DIM)
-    x, mask = model.fine_grained_tokens(inputs)
-    assert x.shape[:2] == (4, history.shape[1]) and x.shape[3] == TINY.fastformer_dim
-    assert x.shape[2] <= TINY.tokens_per_news and mask.shape == x.shape[:3]
+    index, types, mask = model.fine_grained_slots(inputs)
+    assert index.shape[:2] == (4, history.shape[1]) and index.shape[2] <= TINY.tokens_per_news
+    assert types.shape == mask.shape == index.shape
     assert not mask[history == 0].any()  # padding news: every token masked
+    assert mask[history != 0].any(dim=-1).all()  # a clicked news always has its category tokens
+
+
+def dense_fine_grained_user(model, user):
+    """u^f computed on the whole padded [B, H * T] slot grid, as the paper draws it."""
+    index, types, mask = model.fine_grained_slots(user)
+    b, h, t = mask.shape
+    x = model._embed_tokens(index.reshape(-1), types.reshape(-1)).view(b, h * t, -1)  # [B, H*T, ff]
+    x = model.fastformer(x, mask.reshape(b, h * t)).view(b, h, t, -1)  # [B, H, T, ff]
+    x = model.token_pool(x, mask)  # [B, H, ff]
+    return model.fine_out(model.fine_click_pool(x, user.history_mask))
+
+
+@pytest.mark.parametrize("changes", [{}, {"fine_abstract": True, "fine_abstract_len": 3, "fine_entities": True,
+                                          "fine_entity_len": 2, "fastformer_layers": 2}])
+def test_packed_fine_grained_user_equals_the_padded_slot_grid(tiny_data, changes):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, coarse=False, **changes)
+    news = NewsFeatures.from_table(table)
+    history = histories(behaviors, n=6)
+    history[1, :-1] = 0  # one click only: a short packed sequence next to long ones
+    inputs = user_inputs(model, news, history)
+    torch.testing.assert_close(model.fine_grained_user(inputs), dense_fine_grained_user(model, inputs),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_fine_grained_user_ignores_padding(tiny_data):

@@ -46,6 +46,11 @@ class NewsRecModel(nn.Module):
     #: (user, news) pair instead, and ``encode_news`` receives the user of every row.
     user_conditioned_news: bool = False
 
+    def text_fields(self) -> tuple[str, ...]:
+        """The token columns of ``NewsFeatures`` the news encoder reads; ``encode_news_rows`` groups
+        news by the longest of them. Models that read the abstract too say so."""
+        return ("title",)
+
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         """[N, D] vectors of the given news items; ``users`` [N] only for user-conditioned models."""
         raise NotImplementedError
@@ -62,12 +67,14 @@ class NewsRecModel(nn.Module):
         users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[len(rows), D] vectors of the given rows of a news table, encoded in groups of similar
-        title length (widths up to 4, 8, 16, ... tokens), each cut to its own width.
+        text length (the longest of the model's ``text_fields``: up to 4, 8, 16, ... tokens), each
+        group cut to its own width.
 
         Real titles are mostly short with a long tail: one 30-word title would otherwise make a
         whole batch 30 wide (5x the work on MovieLens titles). Masking makes the cut exact.
         """
-        lengths = (news.title[rows] != PAD).sum(dim=1)  # [R]
+        lengths = torch.stack([(getattr(news, name)[rows] != PAD).sum(dim=1) for name in self.text_fields()])
+        lengths = lengths.max(dim=0).values  # [R]
         order = torch.argsort(lengths, stable=True)  # [R]
         bounds = 2 ** torch.arange(2, 1 + max(2, int(lengths.max()).bit_length()), device=rows.device)
         ends = torch.searchsorted(lengths[order], bounds, right=True).tolist() + [len(rows)]

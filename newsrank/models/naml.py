@@ -84,6 +84,9 @@ class NAML(NewsRecModel):
         self.view_pool = AdditiveAttention(config.filters, config.attention_hidden)
         self.click_pool = AdditiveAttention(config.filters, config.attention_hidden)
 
+    def text_fields(self) -> tuple[str, ...]:
+        return ("title", "abstract")
+
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         title_mask = news.title != PAD  # [N, Lt]
         body_mask = news.abstract != PAD  # [N, La]
