@@ -83,6 +83,10 @@ def _check_value(section: str, key: str, value: Any, annotation: Any) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{section}.{key}: bad value {value!r}")
+    if origin is list:  # e.g. list[int]: a YAML list, or one scalar meaning a list of one
+        (item_type,) = typing.get_args(annotation)
+        items = value if isinstance(value, list) else [value]
+        return [_check_value(section, key, item, item_type) for item in items]
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         if value not in choices:
@@ -121,29 +125,39 @@ def _update(section_name: str, section: Any, values: dict, source: str) -> None:
         setattr(section, key, _check_value(section_name, key, value, hints[key]))
 
 
+def read_config_file(config: Any, source: Path) -> None:
+    """Apply a YAML file of sections (``data:``, ``train:``, ``model:`` ...) to ``config``, any
+    object whose ``sections()`` maps section names to config dataclasses."""
+    known = ", ".join(config.sections())
+    try:
+        loaded = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({err})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: expected a mapping with sections {known}")
+    update_sections(config, loaded, str(source))
+
+
+def update_sections(config: Any, values: dict, source: str) -> None:
+    """Set ``{section: {key: value}}`` on ``config``, every key and value type-checked."""
+    for section_name, section_values in values.items():
+        if section_name not in config.sections():
+            raise ConfigError(f"{source}: unknown section '{section_name}' (known: {', '.join(config.sections())})")
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"{source}: section '{section_name}' must be a mapping")
+        _update(section_name, config.sections()[section_name], section_values, source)
+
+
 def load_config(model_name: str, model_config_cls: type, path: str | Path | None = None) -> RunConfig:
     """The model's packaged YAML defaults, then ``path`` on top of them (if given)."""
     config = RunConfig(model_name=model_name, model=model_config_cls())
-    sources = [CONFIG_DIR / f"{model_name}.yaml"]
+    packaged = CONFIG_DIR / f"{model_name}.yaml"
+    if packaged.is_file():  # a model without a packaged YAML uses its dataclass defaults
+        read_config_file(config, packaged)
     if path is not None:
-        sources.append(Path(path))
-    for source in sources:
-        if not source.is_file():
-            if source == sources[0]:
-                continue  # a model without a packaged YAML uses its dataclass defaults
-            raise ConfigError(f"{source}: config file not found")
-        try:
-            loaded = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: not valid YAML ({err})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: expected a mapping with sections data/train/model")
-        for section_name, values in loaded.items():
-            if section_name not in config.sections():
-                raise ConfigError(f"{source}: unknown section '{section_name}' (known: data, train, model)")
-            if not isinstance(values, dict):
-                raise ConfigError(f"{source}: section '{section_name}' must be a mapping")
-            _update(section_name, config.sections()[section_name], values, str(source))
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: config file not found")
+        read_config_file(config, Path(path))
     return config
 
 
@@ -176,6 +190,5 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> None:
 def config_from_dict(model_name: str, model_config_cls: type, data: dict) -> RunConfig:
     """Rebuild a RunConfig saved by :meth:`RunConfig.to_dict` (checkpoint metadata)."""
     config = RunConfig(model_name=model_name, model=model_config_cls())
-    for section_name, values in data.items():
-        _update(section_name, config.sections()[section_name], values, "checkpoint config")
+    update_sections(config, data, "checkpoint config")
     return config
