@@ -1,4 +1,6 @@
-"""The ``newsrank`` command line: synth, train, evaluate, predict.
+"""The ``newsrank`` command line: synth, train, evaluate, predict (news models on MIND-format
+data), convert (an event log into MIND-format folders) and seq train / seq evaluate / seq synth
+(time-aware next-item models on event logs).
 
 Scripts and benchmarks drive these commands, so their flags and outputs are a stable contract.
 Bad input ends with exit status 2 and one line on stderr naming what is wrong.
@@ -16,6 +18,9 @@ log = logging.getLogger("newsrank")
 
 # The built-in default data set of `newsrank train` without --data (see `newsrank synth`).
 DEFAULT_SYNTH = {"users": 2000, "news": 3000, "impressions": 6000, "seed": 0}
+# kept literal so that `newsrank --help` does not import torch
+SEQ_MODELS = ("lstm", "lstm_t", "plstm", "tlstm1", "tlstm2", "tlstm3")
+SEQ_FORMATS = ("csv", "movielens", "lastfm", "citeulike")
 
 
 class CliError(Exception):
@@ -99,6 +104,57 @@ def _predict(args: argparse.Namespace) -> None:
     print(json.dumps({"impressions": len(behaviors), "prediction": str(args.out), "zip": str(archive)}))
 
 
+
+def _seq_train(args: argparse.Namespace) -> None:
+    from .seq.train import load_seq_config, train_on_events
+
+    overrides = list(args.set or [])
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    config = load_seq_config(args.model, args.config, overrides)
+    metrics = train_on_events(config, args.events, args.out, args.format, overwrite=args.overwrite,
+                              progress=not args.quiet)
+    print(json.dumps(metrics | {"run": str(args.out)}))
+
+
+def _seq_evaluate(args: argparse.Namespace) -> None:
+    from .seq.events import read_events
+    from .seq.sequences import build_sequences
+    from .seq.train import evaluate_targets, load_seq_checkpoint, make_split, resolve_device
+
+    model, config, vocab, _ = load_seq_checkpoint(args.run)
+    # the checkpoint's item vocabulary: items it never saw are dropped like rare items
+    sequences, _ = build_sequences(read_events(args.events, args.format), config.data, vocab=vocab)
+    split = make_split(sequences, config.data)
+    device = resolve_device(config.train.device)
+    metrics = evaluate_targets(model.to(device), split.test, config.train, device)
+    metrics |= {"model": config.model.cell, "split": config.data.split, "events": str(args.events)}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    print(json.dumps(metrics))
+
+
+def _seq_synth(args: argparse.Namespace) -> None:
+    from .seq.synth import SeqSynthConfig, write_synthetic_events
+
+    config = SeqSynthConfig(users=args.users, items=args.items, seed=args.seed)
+    summary = write_synthetic_events(args.out, config, items_path=args.items_out)
+    print(json.dumps(summary, default=str))
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from .seq.convert import ConvertConfig, convert_to_mind
+    from .seq.events import read_events
+
+    events = read_events(args.events, args.format)
+    if args.min_rating is not None and "rating" not in events.columns:
+        raise CliError(f"{args.events}: --min-rating given but the file has no rating column")
+    config = ConvertConfig(negatives=args.negatives, min_history=args.min_history, dev_fraction=args.dev_fraction,
+                           min_rating=args.min_rating, seed=args.seed)
+    summary = convert_to_mind(events, args.out, items=args.items, config=config, overwrite=args.overwrite)
+    print(json.dumps(summary, default=str))
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
@@ -136,6 +192,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv (labels optional)")
     p.add_argument("--out", required=True, help="prediction.txt to write (prediction.zip is written beside it)")
     p.set_defaults(func=_predict)
+
+    p = commands.add_parser("convert", parents=[common],
+                            help="turn a user,item,timestamp log into MIND-format train/ and dev/ folders")
+    p.add_argument("--events", required=True, help="event log file (or MovieLens folder)")
+    p.add_argument("--format", default="csv", choices=SEQ_FORMATS, help="log format (default csv)")
+    p.add_argument("--items", help="item text: MovieLens movies.csv or a csv/tsv with item,title[,category,...]")
+    p.add_argument("--out", required=True, help="folder to write train/ and dev/ into")
+    p.add_argument("--min-rating", type=float, help="only events rated at least this are clicks")
+    p.add_argument("--negatives", type=int, default=19, help="popularity-sampled non-clicks per impression")
+    p.add_argument("--min-history", type=int, default=3, help="a user's first N clicks are history only")
+    p.add_argument("--dev-fraction", type=float, default=0.2, help="latest share of clicks (by time) for dev/")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_convert)
+
+    seq = commands.add_parser("seq", help="time-aware next-item models (LSTM, LSTM_T, PLSTM, Time-LSTM 1/2/3)")
+    seq_commands = seq.add_subparsers(dest="seq_command", required=True)
+    p = seq_commands.add_parser("train", parents=[common], help="train on an event log; writes RUN/metrics.json")
+    p.add_argument("--model", required=True, choices=SEQ_MODELS)
+    p.add_argument("--events", required=True, help="event log file (or MovieLens folder)")
+    p.add_argument("--format", default="csv", choices=SEQ_FORMATS, help="log format (default csv)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", help="YAML config on top of the packaged configs/seq.yaml")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key (repeatable)")
+    p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.set_defaults(func=_seq_train)
+
+    p = seq_commands.add_parser("evaluate", parents=[common], help="Recall@K / MRR@K of a run on an event log")
+    p.add_argument("--run", required=True, help="run folder (uses RUN/model) or checkpoint folder")
+    p.add_argument("--events", required=True, help="event log; the run's split protocol picks the targets")
+    p.add_argument("--format", default="csv", choices=SEQ_FORMATS)
+    p.add_argument("--out", help="JSON file for the metrics")
+    p.set_defaults(func=_seq_evaluate)
+
+    p = seq_commands.add_parser("synth", parents=[common],
+                                help="write a synthetic user,item,timestamp log where the interval carries signal")
+    p.add_argument("--out", required=True, help="csv file to write")
+    p.add_argument("--items-out", help="also write item,title,category (the genres) here, for `newsrank convert`")
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--items", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_seq_synth)
     return parser
 
 

@@ -5,14 +5,16 @@ Every reader returns a :class:`pandas.DataFrame` with the columns
 * ``user`` (str), ``item`` (str): identifiers as written in the file,
 * ``timestamp`` (int64): seconds since the Unix epoch (UTC; fractional seconds are floored),
 
-in file order (sorting by time is the job of :mod:`newsrank.seq.sequences`).
+in file order (sorting by time is the job of :mod:`newsrank.seq.sequences`), plus ``rating``
+(float64) where the file has ratings (MovieLens, or a csv with a ``rating`` column): the log
+converter uses it to decide what counts as a click.
 
 Formats (``read_events(path, format=...)``):
 
 ``csv``
     A header naming a user column (``user``, ``user_id``, ``userId``), an item column (``item``,
-    ``item_id``, ``movieId``, ``itemId``) and a time column (``timestamp``, ``time``); other
-    columns are ignored. Times are integer seconds or ISO-8601 strings.
+    ``item_id``, ``movieId``, ``itemId``) and a time column (``timestamp``, ``time``); a
+    ``rating`` column is kept (checked to be a number); other columns are ignored. Times are integer seconds or ISO-8601 strings.
 ``movielens``
     ``ratings.csv`` (a csv with header ``userId,movieId,rating,timestamp`` or
     ``user_id,item_id,rating,timestamp``), ``u.data`` (ML-100K: tab-separated
@@ -123,14 +125,17 @@ def parse_timestamps(raw: list[str] | np.ndarray) -> tuple[np.ndarray, np.ndarra
     return seconds, ok
 
 
-def _frame(users: list[str], items: list[str], seconds: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame(
+def _frame(users: list[str], items: list[str], seconds: np.ndarray, ratings: list[float] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(
         {
             "user": pd.Series(users, dtype=object),
             "item": pd.Series(items, dtype=object),
             "timestamp": np.asarray(seconds, dtype=np.int64),
         }
     )
+    if ratings is not None:  # kept for `newsrank convert --min-rating` (what counts as a click)
+        frame["rating"] = np.asarray(ratings, dtype=np.float64)
+    return frame
 
 
 def _strict_times(path: Path, raw: list[str], lines: list[int], column: str) -> np.ndarray:
@@ -155,7 +160,7 @@ def _pick_column(path: Path, header: list[str], names: tuple[str, ...], kind: st
     raise ValueError(f"{path}: line 1: no {kind} column (expected one of {', '.join(names)}); header is {header}")
 
 
-def _read_csv(path: Path, check_rating: bool = False) -> pd.DataFrame:
+def _read_csv(path: Path) -> pd.DataFrame:
     users: list[str] = []
     items: list[str] = []
     times: list[str] = []
@@ -171,7 +176,8 @@ def _read_csv(path: Path, check_rating: bool = False) -> pd.DataFrame:
         ucol = _pick_column(path, header, USER_COLUMNS, "user")
         icol = _pick_column(path, header, ITEM_COLUMNS, "item")
         tcol = _pick_column(path, header, TIME_COLUMNS, "time")
-        rcol = header.index("rating") if check_rating and "rating" in header else None
+        rcol = header.index("rating") if "rating" in header else None
+        ratings: list[float] | None = [] if rcol is not None else None
         width = len(header)
         for row in reader:
             line = reader.line_num
@@ -182,18 +188,18 @@ def _read_csv(path: Path, check_rating: bool = False) -> pd.DataFrame:
                 raise _error(path, line, missing, f"expected {width} fields, got {len(row)}")
             users.append(_check_id(path, line, header[ucol], row[ucol]))
             items.append(_check_id(path, line, header[icol], row[icol]))
-            if rcol is not None:
-                _check_rating(path, line, header[rcol], row[rcol])
+            if ratings is not None:
+                ratings.append(_check_rating(path, line, header[rcol], row[rcol]))
             times.append(row[tcol])
             lines.append(line)
     if not users:
         raise ValueError(f"{path}: no events (empty file)")
-    return _frame(users, items, _strict_times(path, times, lines, header[tcol]))
+    return _frame(users, items, _strict_times(path, times, lines, header[tcol]), ratings)
 
 
-def _check_rating(path: Path, line: int, column: str, value: str) -> None:
+def _check_rating(path: Path, line: int, column: str, value: str) -> float:
     try:
-        float(value)
+        return float(value)
     except ValueError:
         raise _error(path, line, column, f"not a number: {value!r}") from None
 
@@ -206,6 +212,7 @@ def _read_movielens_split(path: Path, sep: str) -> pd.DataFrame:
     items: list[str] = []
     times: list[str] = []
     lines: list[int] = []
+    ratings: list[float] = []
     with open(path, encoding="utf-8", errors="strict", newline="") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.rstrip("\r\n")
@@ -217,12 +224,12 @@ def _read_movielens_split(path: Path, sep: str) -> pd.DataFrame:
                 raise _error(path, line, column, f"expected 4 fields, got {len(parts)}")
             users.append(_check_id(path, line, "user", parts[0]))
             items.append(_check_id(path, line, "item", parts[1]))
-            _check_rating(path, line, "rating", parts[2])
+            ratings.append(_check_rating(path, line, "rating", parts[2]))
             times.append(parts[3])
             lines.append(line)
     if not users:
         raise ValueError(f"{path}: no events (empty file)")
-    return _frame(users, items, _strict_times(path, times, lines, "timestamp"))
+    return _frame(users, items, _strict_times(path, times, lines, "timestamp"), ratings)
 
 
 def _movielens_file(path: Path) -> Path:
@@ -242,7 +249,7 @@ def _read_movielens(path: Path) -> pd.DataFrame:
     if name == "u.data":
         return _read_movielens_split(path, "\t")
     if name.endswith(".csv"):
-        return _read_csv(path, check_rating=True)
+        return _read_csv(path)
     with open(path, encoding="utf-8", errors="replace") as handle:
         first = ""
         for first in handle:
@@ -255,7 +262,7 @@ def _read_movielens(path: Path) -> pd.DataFrame:
     if "\t" in first:
         return _read_movielens_split(path, "\t")
     if "," in first:
-        return _read_csv(path, check_rating=True)
+        return _read_csv(path)
     raise ValueError(f"{path}: line 1: cannot tell the MovieLens layout (ratings.csv, u.data or ratings.dat)")
 
 
