@@ -1,0 +1,124 @@
+"""Benchmark the time-aware next-item models through the CLI on one event log.
+
+For each model: `newsrank seq train` (same settings for all), then its RUN/metrics.json. Prints
+Recall@K / MRR@K under both protocols (``sampled``: the true item against 100 uniformly drawn
+items, 10 draws averaged, as in the Time-LSTM paper; ``full``: against every item), training
+sequences per second, the commit and the machine.
+
+    python benchmarks/bench_seq.py --events ../shared/data/mlsmall/ratings.csv --format movielens
+    python benchmarks/bench_seq.py --synthetic --set split=leave_last_out
+
+``--synthetic`` writes the log of ``newsrank seq synth`` (the interval decides the next genre)
+and benchmarks on it. With ``--readme README.md --marker NAME`` the README block between
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` is replaced by this run's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_news import commit, machine  # noqa: E402  (same folder; one way to name the commit and machine)
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["lstm", "lstm_t", "plstm", "tlstm1", "tlstm2", "tlstm3"]
+
+
+def newsrank(*args: str) -> None:
+    with tempfile.TemporaryFile() as err:
+        done = subprocess.run([sys.executable, "-m", "newsrank.cli", *args], stdout=subprocess.DEVNULL, stderr=err)
+        if done.returncode != 0:
+            err.seek(0)
+            sys.exit(f"command failed: newsrank {' '.join(args)}\n{err.read().decode(errors='replace')}")
+
+
+def bench_model(model: str, events: Path, fmt: str, out: Path, epochs: int, overrides: list[str]) -> dict:
+    run = out / model
+    sets = [x for item in overrides for x in ("--set", item)]
+    started = time.perf_counter()
+    newsrank("seq", "train", "--model", model, "--events", str(events), "--format", fmt, "--out", str(run),
+             "--epochs", str(epochs), "--overwrite", "-q", *sets)
+    metrics = json.loads((run / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return {
+        "model": model,
+        "sampled": metrics["sampled"],
+        "full": metrics["full"],
+        "targets": metrics["targets"],
+        "items": metrics["items"],
+        "split": metrics["split"],
+        # training loop only, over all epochs
+        "train_sequences_per_s": sum(r["train_sequences"] for r in log) / sum(r["train_seconds"] for r in log),
+        "command_seconds": time.perf_counter() - started,
+    }
+
+
+def table(rows: list[dict], k: int) -> str:
+    lines = [f"| model | sampled Recall@{k} | sampled MRR@{k} | full Recall@{k} | full MRR@{k} | train sequences/s |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        s, f = r["sampled"], r["full"]
+        lines.append(f"| {r['model']} | {s[f'recall@{k}']:.4f} ± {s[f'recall@{k}_std']:.4f} | "
+                     f"{s[f'mrr@{k}']:.4f} | {f[f'recall@{k}']:.4f} | {f[f'mrr@{k}']:.4f} | "
+                     f"{r['train_sequences_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, marker: str, text: str) -> None:
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    content = path.read_text(encoding="utf-8")
+    if start not in content or end not in content:
+        sys.exit(f"{path}: no {start} ... {end} block to replace")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=Path, default=ROOT.parent / "shared" / "data" / "mlsmall" / "ratings.csv")
+    parser.add_argument("--format", default="movielens")
+    parser.add_argument("--synthetic", action="store_true", help="benchmark on `newsrank seq synth`'s log instead")
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_seq")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--readme", type=Path, help="replace the README block named by --marker")
+    parser.add_argument("--marker", default="seq-results")
+    args = parser.parse_args()
+
+    events, fmt = args.events, args.format
+    if args.synthetic:
+        args.out.mkdir(parents=True, exist_ok=True)
+        events, fmt = args.out / "synthetic.csv", "csv"
+        newsrank("seq", "synth", "--out", str(events), "-q")
+    rows = []
+    for model in args.models:
+        print(f"# {model}: {args.epochs} epoch(s) on {events} ...", file=sys.stderr, flush=True)
+        rows.append(bench_model(model, events, fmt, args.out, args.epochs, args.set))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
+    k = min(rows[0]["full"], key=len).split("@")[1]  # the first cut-off, e.g. "10"
+    command = "python benchmarks/bench_seq.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    source = "the synthetic log of `newsrank seq synth`" if args.synthetic else f"`{events.name}`"
+    footer = (f"\n\nData: {source}, {rows[0]['items']} items, {rows[0]['split']} split, {rows[0]['targets']} test "
+              f"targets; {args.epochs} epochs. Commit {commit()}; machine: {machine()}.\nMade by: `{command}`")
+    text = table(rows, int(k)) + footer
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "commit": commit(), "machine": machine(), "command": command},
+                                        indent=2))
+    if args.readme:
+        update_readme(args.readme, args.marker, text)
+
+
+if __name__ == "__main__":
+    main()
