@@ -60,6 +60,30 @@ def bench_model(model: str, events: Path, fmt: str, out: Path, epochs: int, over
     }
 
 
+def popularity_row(events: Path, fmt: str, overrides: list[str]) -> dict:
+    """The reference point every model must clear: rank items by how often they occur in the
+    training sequences (the same sequences, split and metrics as the models)."""
+    import numpy as np
+
+    from newsrank.seq.events import read_events
+    from newsrank.seq.metrics import full_ranking_metrics, sampled_metrics
+    from newsrank.seq.sequences import build_sequences, split_last
+    from newsrank.seq.train import load_seq_config, make_split
+
+    config = load_seq_config("lstm", overrides=overrides)
+    sequences, vocab = build_sequences(read_events(events, fmt), config.data)
+    split = make_split(sequences, config.data)
+    _, targets = split_last(split.test)
+    counts = np.bincount(np.concatenate([s.items for s in split.train]), minlength=len(vocab)).astype(np.float32)
+    counts[0] = -np.inf
+    scores = np.broadcast_to(counts, (len(targets), len(counts)))  # [N, V], the same for everybody
+    t = config.train
+    return {"model": "popularity (no training)", "targets": len(targets), "items": len(vocab) - 1,
+            "split": config.data.split, "full": full_ranking_metrics(scores, targets, ks=t.ks),
+            "sampled": sampled_metrics(scores, targets, t.num_negatives, t.repeats, t.seed, ks=t.ks),
+            "train_sequences_per_s": float("nan")}
+
+
 def table(rows: list[dict], k: int) -> str:
     lines = [f"| model | sampled Recall@{k} | sampled MRR@{k} | full Recall@{k} | full MRR@{k} | train sequences/s |",
              "|---|---|---|---|---|---|"]
@@ -67,7 +91,7 @@ def table(rows: list[dict], k: int) -> str:
         s, f = r["sampled"], r["full"]
         lines.append(f"| {r['model']} | {s[f'recall@{k}']:.4f} ± {s[f'recall@{k}_std']:.4f} | "
                      f"{s[f'mrr@{k}']:.4f} | {f[f'recall@{k}']:.4f} | {f[f'mrr@{k}']:.4f} | "
-                     f"{r['train_sequences_per_s']:.1f} |")
+                     f"{r['train_sequences_per_s']:.1f} |".replace("nan", "-"))
     return "\n".join(lines)
 
 
@@ -100,7 +124,7 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         events, fmt = args.out / "synthetic.csv", "csv"
         newsrank("seq", "synth", "--out", str(events), "-q")
-    rows = []
+    rows = [popularity_row(events, fmt, args.set)]
     for model in args.models:
         print(f"# {model}: {args.epochs} epoch(s) on {events} ...", file=sys.stderr, flush=True)
         rows.append(bench_model(model, events, fmt, args.out, args.epochs, args.set))
