@@ -51,6 +51,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     select_metric: Literal["auc", "mrr", "ndcg@5", "ndcg@10"] = "auc"  # dev metric that picks the kept checkpoint
+    epoch_batches: int | None = None  # train at most this many batches per epoch (quick experiments); null: all
 
 
 @dataclass

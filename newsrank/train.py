@@ -12,6 +12,7 @@ them (the click is class 0), Adam; then a fast evaluation on dev. ``RUN/`` recei
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -87,6 +88,8 @@ def train(
         raise ValueError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = config.train
+    if tc.epoch_batches is not None and tc.epoch_batches < 1:
+        raise ValueError(f"train.epoch_batches must be >= 1 or null, got {tc.epoch_batches}")
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
@@ -143,7 +146,11 @@ def train(
     for epoch in range(start_epoch, tc.epochs):
         model.train()
         seen, loss_sum, started = 0, 0.0, time.perf_counter()
-        bar = tqdm(sampler.epoch(epoch), total=len(sampler), desc=f"epoch {epoch + 1}/{tc.epochs}",
+        batches = sampler.epoch(epoch)
+        total = len(sampler)
+        if tc.epoch_batches is not None:  # a fixed prefix of the epoch's shuffled batches
+            batches, total = itertools.islice(batches, tc.epoch_batches), min(total, tc.epoch_batches)
+        bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{tc.epochs}",
                    unit="batch", disable=not progress, dynamic_ncols=True)
         for batch in bar:
             batch = batch.to(device)

@@ -112,3 +112,13 @@ def test_resume_continues_to_the_same_result(synth_dir, tmp_path):
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     assert resumed.history[-1]["dev"]["auc"] == pytest.approx(straight.history[-1]["dev"]["auc"], abs=1e-6)
     assert resumed.history[-1]["train_loss"] == pytest.approx(straight.history[-1]["train_loss"], rel=1e-5)
+
+
+def test_epoch_batches_caps_each_epoch(synth_dir, tmp_path):
+    config = tiny_config(epochs=2)
+    config.train.epoch_batches = 2
+    result = train(config, synth_dir, tmp_path / "run", progress=False)
+    assert [r["train_samples"] for r in result.history] == [2 * config.train.batch_size] * 2
+    config.train.epoch_batches = 0
+    with pytest.raises(ValueError, match="epoch_batches"):
+        train(config, synth_dir, tmp_path / "bad", progress=False)
