@@ -283,3 +283,16 @@ def test_fum_overfits_one_batch(tiny_data):
     first, last = overfit_losses(make_model(vocabs, dropout=0.0), table, behaviors, steps=80)
     assert first > 1.2  # about log(5) at the start
     assert last < 0.2
+
+
+def test_inference_in_user_groups_equals_one_pass(tiny_data, monkeypatch):
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, coarse=False)
+    news = NewsFeatures.from_table(table)
+    history = torch.as_tensor(np.array(behaviors.history[:40], dtype=np.int64))
+    inputs = user_inputs(model, news, history)
+    with torch.no_grad():
+        whole = model.fine_grained_user(inputs)
+        monkeypatch.setattr(FUM, "INFERENCE_USERS", 7)  # 40 users in 6 groups, in click-count order
+        grouped = model.fine_grained_user(inputs)
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-6)

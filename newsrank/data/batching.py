@@ -72,6 +72,11 @@ class UserInputs:
     users: torch.Tensor  # [B] long user-vocabulary index (UNK = unseen in training)
     news: NewsFeatures  # the split's whole news table, for encoders that read clicked tokens
 
+    def take(self, rows: torch.Tensor) -> "UserInputs":
+        """The given impressions (rows of the batch); the news table is shared."""
+        return UserInputs(self.history[rows], self.history_mask[rows], self.history_vectors[rows], self.users[rows],
+                          self.news)
+
 
 @dataclass
 class TrainBatch:
