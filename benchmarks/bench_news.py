@@ -110,6 +110,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merged_table(paths: list[Path]) -> str:
+    """The table of several earlier runs, each row still credited to the run (commit, command)
+    that measured it."""
+    rows: dict[str, dict] = {}
+    runs = []
+    for number, path in enumerate(paths, start=1):
+        run = json.loads(path.read_text())
+        runs.append(run)
+        for row in run["rows"]:
+            rows.pop(row["model"], None)  # a re-measured model moves to its new place
+            rows[row["model"]] = row | {"run": number}
+    labelled = [r | {"model": f"{r['model']} [{r['run']}]"} for r in rows.values()]
+    first = next(iter(rows.values()))
+    lines = [table(labelled), "", f"Data: dev impressions: {first['impressions']}. [n] is the run that measured the row:"]
+    for number, run in enumerate(runs, start=1):
+        if any(r["run"] == number for r in rows.values()):
+            lines.append(f"[{number}] commit {run['commit']}, {run['machine']}: `{run['command']}`")
+    return "\n".join(lines)
+
+
 def update_readme(path: Path, text: str) -> None:
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     content = path.read_text(encoding="utf-8")
@@ -131,7 +151,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--readme", type=Path, help="replace the README's results block with this table")
+    parser.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
+                        help="train nothing: one table from earlier runs' --json files (a later file's row "
+                             "replaces an earlier one of the same model label); the footer names each run")
     args = parser.parse_args()
+    if args.from_json:
+        text = merged_table(args.from_json)
+        print(text)
+        if args.readme:
+            update_readme(args.readme, text)
+        return
 
     rows = []
     for spec in args.models:
