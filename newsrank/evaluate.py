@@ -75,7 +75,17 @@ def score_behaviors(
             else:
                 history_vectors = news_vectors[history]  # [b, H, D]
                 cand_vectors = news_vectors[cand_rows]  # [t, D]
-            user_vectors = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news))  # [b, D]
+            # Each distinct (user, history) once: MIND repeats a user's history in every impression
+            # of that user, so its user vectors are computed once, not once per impression.
+            keys = torch.cat([users[:, None], history], dim=1)  # [b, 1 + H]
+            distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [u, 1 + H], [b]
+            if len(distinct) < len(keys):
+                first = torch.full((len(distinct),), len(keys), dtype=torch.long, device=device)
+                first = first.scatter_reduce(0, inverse, torch.arange(len(keys), device=device), "amin")  # [u]
+                inputs = UserInputs(history[first], history[first] != PAD, history_vectors[first], users[first], news)
+                user_vectors = model.encode_user(inputs)[inverse]  # [b, D]
+            else:
+                user_vectors = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news))
             flat = model.score(user_vectors[owner], cand_vectors[:, None, :])[:, 0]  # [t]
             scores[start:stop] = flat.float().cpu().numpy()
     return scores
