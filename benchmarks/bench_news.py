@@ -9,7 +9,8 @@ news encoding included), peak resident memory of the training process, the commi
         --set embeddings=glove-6b-50d
 
 With ``--readme README.md`` the results table in the README (between the ``results:start`` and
-``results:end`` markers) is replaced by this run's table, with the command that made it.
+``results:end`` markers, or those of ``--marker NAME``) is replaced by this run's table, with the
+command that made it; ``--from-json`` builds one table from earlier runs' ``--json`` files.
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ def merged_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: Path, text: str) -> None:
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+def update_readme(path: Path, text: str, marker: str = "results") -> None:
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     content = path.read_text(encoding="utf-8")
     if start not in content or end not in content:
         sys.exit(f"{path}: no {start} ... {end} block to replace")
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--readme", type=Path, help="replace the README's results block with this table")
+    parser.add_argument("--marker", default="results", help="README block to replace: <!-- MARKER:start --> ...")
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                         help="train nothing: one table from earlier runs' --json files (a later file's row "
                              "replaces an earlier one of the same model label); the footer names each run")
@@ -159,7 +161,7 @@ def main() -> None:
         text = merged_table(args.from_json)
         print(text)
         if args.readme:
-            update_readme(args.readme, text)
+            update_readme(args.readme, text, args.marker)
         return
 
     rows = []
@@ -180,7 +182,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"rows": rows, "commit": commit(), "machine": machine(),
                                          "command": command}, indent=2))
     if args.readme:
-        update_readme(args.readme, text)
+        update_readme(args.readme, text, args.marker)
 
 
 if __name__ == "__main__":
