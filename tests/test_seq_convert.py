@@ -212,8 +212,8 @@ def test_refuses_to_overwrite_and_writes_atomically(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real(path, lines)
 
-    real = convert._write_lines
-    monkeypatch.setattr(convert, "_write_lines", failing)
+    real = convert.write_lines
+    monkeypatch.setattr(convert, "write_lines", failing)
     with pytest.raises(OSError, match="disk full"):
         convert_to_mind(_events(), tmp_path / "fresh", config=SMALL)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mind"]

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+
+import numpy as np
 
 NEWS_COLUMNS = (
     "news_id",
@@ -208,3 +210,23 @@ def read_split(split_dir: str | Path) -> tuple[dict[str, NewsRecord], list[Impre
     split_dir = Path(split_dir)
     news = read_news(split_dir / "news.tsv")
     return news, read_behaviors(split_dir / "behaviors.tsv", news)
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def format_times(seconds: np.ndarray, start: datetime = datetime(1970, 1, 1)) -> list[str]:
+    """MIND time strings (``11/9/2019 9:05:58 AM``) of ``seconds`` after ``start`` (default: epoch
+    seconds, UTC). Vectorised: each distinct day is formatted once."""
+    day, rest = np.divmod(np.asarray(seconds).astype(np.int64), 86400)
+    hour, rest = np.divmod(rest, 3600)
+    minute, sec = np.divmod(rest, 60)
+    dates = {d: f"{x.month}/{x.day}/{x.year}" for d in np.unique(day).tolist() for x in [start + timedelta(days=d)]}
+    return [f"{dates[d]} {(h + 11) % 12 + 1}:{m:02d}:{s:02d} {'AM' if h < 12 else 'PM'}"
+            for d, h, m, s in zip(day.tolist(), hour.tolist(), minute.tolist(), sec.tolist())]
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """A MIND file: one row per line, ``\n`` endings, UTF-8."""
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write("".join(line + "\n" for line in lines))

@@ -41,10 +41,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+from .mind import format_times, write_lines
 
 __all__ = ["SynthConfig", "write_synthetic_mind", "popularity_baseline_auc"]
 
@@ -140,8 +142,8 @@ def write_synthetic_mind(out_dir: str | Path, config: SynthConfig) -> dict:
     for split, (lo, hi) in bounds.items():
         (out / split).mkdir(parents=True, exist_ok=True)
         rows = np.flatnonzero(referenced[split])
-        _write_lines(out / split / "news.tsv", [news_lines[i] for i in rows])
-        _write_lines(out / split / "behaviors.tsv", lines[lo:hi])
+        write_lines(out / split / "news.tsv", [news_lines[i] for i in rows])
+        write_lines(out / split / "behaviors.tsv", lines[lo:hi])
         in_split = (cand_imp >= lo) & (cand_imp < hi)
         summary[split] = {"impressions": hi - lo, "users": int(np.unique(imp_user[lo:hi]).size),
                           "news": int(rows.size), "candidates": int(in_split.sum()),
@@ -451,7 +453,7 @@ def _behavior_lines(cfg: SynthConfig, ids: np.ndarray, seed_user: np.ndarray, se
     # The last impression of each user within a split shows the user's largest history in that split.
     last = np.zeros(n_imp, dtype=bool)
     last[n_imp - 1 - np.unique((imp_user * 2 + split_of)[::-1], return_index=True)[1]] = True
-    times = _format_times(imp_time)
+    times = format_times(imp_time, START)
     tokens = np.where(labels, (ids + "-1")[cand_news], (ids + "-0")[cand_news]).tolist()  # "N12-1" per candidate row
     bounds = np.searchsorted(cand_imp, np.arange(n_imp + 1)).tolist()
     clicked = ids[cand_news[labels]].tolist()
@@ -479,21 +481,6 @@ def _behavior_lines(cfg: SynthConfig, ids: np.ndarray, seed_user: np.ndarray, se
         mask[[int(nid[1:]) - 1 for nid in refs[s]]] = True  # "N{i+1}" -> i
         referenced[split] = mask
     return lines, referenced
-
-
-def _format_times(seconds: np.ndarray) -> list[str]:
-    """MIND time strings (``11/9/2019 9:05:58 AM``) of seconds since START."""
-    day, rest = np.divmod(seconds.astype(np.int64), 86400)
-    hour, rest = np.divmod(rest, 3600)
-    minute, sec = np.divmod(rest, 60)
-    dates = {d: f"{x.month}/{x.day}/{x.year}" for d in np.unique(day).tolist() for x in [START + timedelta(days=d)]}
-    return [f"{dates[d]} {(h + 11) % 12 + 1}:{m:02d}:{s:02d} {'AM' if h < 12 else 'PM'}"
-            for d, h, m, s in zip(day.tolist(), hour.tolist(), minute.tolist(), sec.tolist())]
-
-
-def _write_lines(path: Path, lines: list[str]) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write("".join(line + "\n" for line in lines))
 
 
 # ------------------------------------------------------------------------------------------ evaluation

@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.mind import format_times, write_lines
+
 __all__ = ["ConvertConfig", "convert_to_mind", "read_item_text"]
 
 ITEM_ID_COLUMNS = ("item", "item_id", "movieId", "itemId", "id", "news_id")
@@ -326,21 +328,6 @@ def _sample_negatives(rng: np.random.Generator, weights: np.ndarray, seen: np.nd
 # ------------------------------------------------------------------------------------------- writing
 
 
-def _format_times(seconds: np.ndarray) -> list[str]:
-    """MIND time strings (``7/30/2000 6:08:43 PM``, UTC) of epoch seconds."""
-    day, rest = np.divmod(seconds.astype(np.int64), 86400)
-    hour, rest = np.divmod(rest, 3600)
-    minute, sec = np.divmod(rest, 60)
-    dates = {d: f"{x.month}/{x.day}/{x.year}" for d in np.unique(day).tolist() for x in [_EPOCH + timedelta(days=d)]}
-    return [f"{dates[d]} {(h + 11) % 12 + 1}:{m:02d}:{s:02d} {'AM' if h < 12 else 'PM'}"
-            for d, h, m, s in zip(day.tolist(), hour.tolist(), minute.tolist(), sec.tolist())]
-
-
-def _write_lines(path: Path, lines: list[str]) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-
-
 def _check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -502,7 +489,7 @@ def convert_to_mind(events: pd.DataFrame, out_dir: str | Path, items: pd.DataFra
             if positions.size and L:
                 referenced[split][c_item[max(first, int(positions.min()) - L):int(positions.max())]] = True
 
-    times = _format_times(c_time[imp])
+    times = format_times(c_time[imp])
     news_lines = [f"{nid}\t{t[1]}\t{t[2]}\t{t[0]}\t{t[3]}\t\t[]\t[]" for nid, t in zip(news_ids.tolist(), text)]
     line_order = np.lexsort((imp, c_time[imp]))  # behaviors in time order (ties: user, then click order)
 
@@ -533,8 +520,8 @@ def convert_to_mind(events: pd.DataFrame, out_dir: str | Path, items: pd.DataFra
             ]
             news_rows = np.flatnonzero(referenced[split])
             (tmp / split).mkdir()
-            _write_lines(tmp / split / "news.tsv", [news_lines[i] for i in news_rows.tolist()])
-            _write_lines(tmp / split / "behaviors.tsv", lines)
+            write_lines(tmp / split / "news.tsv", [news_lines[i] for i in news_rows.tolist()])
+            write_lines(tmp / split / "behaviors.tsv", lines)
             summary[split] = {
                 "impressions": len(rows),
                 "users": int(np.unique(imp_user[rows]).size),
@@ -542,7 +529,7 @@ def convert_to_mind(events: pd.DataFrame, out_dir: str | Path, items: pd.DataFra
                 "candidates": int(np.isin(cand_imp, rows).sum()),
             }
         for name, ids, names in (("news_ids.tsv", news_ids, item_names), ("user_ids.tsv", user_ids, user_names)):
-            _write_lines(tmp / name, [f"{m}\t{_escape(o)}" for m, o in zip(ids.tolist(), names.tolist())])
+            write_lines(tmp / name, [f"{m}\t{_escape(o)}" for m, o in zip(ids.tolist(), names.tolist())])
         _publish(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
