@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_news import commit, machine  # noqa: E402  (same folder; one way to name the commit and machine)
+from bench_news import commit, machine, update_readme  # noqa: E402  (same folder: one copy of each)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["lstm", "lstm_t", "plstm", "tlstm1", "tlstm2", "tlstm3"]
@@ -95,16 +95,6 @@ def table(rows: list[dict], k: int) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: Path, marker: str, text: str) -> None:
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    content = path.read_text(encoding="utf-8")
-    if start not in content or end not in content:
-        sys.exit(f"{path}: no {start} ... {end} block to replace")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=Path, default=ROOT.parent / "shared" / "data" / "mlsmall" / "ratings.csv")
@@ -141,7 +131,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"rows": rows, "commit": commit(), "machine": machine(), "command": command},
                                         indent=2))
     if args.readme:
-        update_readme(args.readme, args.marker, text)
+        update_readme(args.readme, text, args.marker)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +42,25 @@ class Checkpoint:
     meta: dict
 
 
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """Write a folder all at once: the caller fills the yielded temporary folder beside ``folder``,
+    which then replaces ``folder`` (the old one is kept until the new one is in place). On an
+    error the temporary folder is removed and ``folder`` is left as it was."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        yield tmp
+        old = folder.with_name(folder.name + ".old")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_checkpoint(
     folder: str | Path,
     model: NewsRecModel,
@@ -52,9 +73,7 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint folder atomically (a crash leaves the previous one intact)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
+    with atomic_folder(Path(folder)) as tmp:
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -75,14 +94,6 @@ def save_checkpoint(
         save_file(state, str(tmp / "model.safetensors"))
         if optimizer is not None:
             _save_trainer_state(tmp, optimizer)
-        old = folder.with_name(folder.name + ".old")
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer) -> None:

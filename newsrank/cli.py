@@ -120,7 +120,8 @@ def _seq_train(args: argparse.Namespace) -> None:
 def _seq_evaluate(args: argparse.Namespace) -> None:
     from .seq.events import read_events
     from .seq.sequences import build_sequences
-    from .seq.train import evaluate_targets, load_seq_checkpoint, make_split, resolve_device
+    from .seq.train import evaluate_targets, load_seq_checkpoint, make_split
+    from .train import resolve_device
 
     model, config, vocab, _ = load_seq_checkpoint(args.run)
     # the checkpoint's item vocabulary: items it never saw are dropped like rare items

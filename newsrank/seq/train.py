@@ -29,7 +29,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,8 +43,10 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .. import __version__
+from ..checkpoint import atomic_folder
 from ..config import CONFIG_DIR, ConfigError, apply_overrides, read_config_file, update_sections
 from ..metrics import json_ready
+from ..train import resolve_device
 from .events import read_events_with_report
 from .metrics import full_ranking_metrics, sampled_metrics
 from .model import SeqModelConfig, TimeSequenceModel
@@ -165,12 +166,6 @@ def length_batches(sequences: list[UserSequence], batch_size: int, rng: np.rando
 # ------------------------------------------------------------------------------- train / eval
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def make_optimizer(model: torch.nn.Module, config: SeqTrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(model.parameters(), lr=config.lr)
@@ -242,9 +237,7 @@ def evaluate_targets(model: TimeSequenceModel, test: list[UserSequence], config:
 def save_seq_checkpoint(folder: Path, model: TimeSequenceModel, config: SeqRunConfig, vocab: ItemVocab,
                         epoch: int, metrics: dict) -> None:
     """JSON + safetensors only (nothing pickled), written atomically."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "newsrank_version": __version__,
                 "torch_version": torch.__version__, "config": config.to_dict(), "num_items": model.num_items,
                 "epoch": epoch, "metrics": metrics,
@@ -254,12 +247,6 @@ def save_seq_checkpoint(folder: Path, model: TimeSequenceModel, config: SeqRunCo
                                                    ensure_ascii=False), encoding="utf-8")
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
                   str(tmp / "model.safetensors"))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_seq_checkpoint(folder: str | Path, device: str | torch.device = "cpu"
