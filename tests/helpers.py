@@ -31,3 +31,16 @@ def load_tiny_splits(synth_dir, config):
 
     vocabs = load_vocabularies(synth_dir / "train", config)
     return vocabs, load_split(synth_dir / "train", vocabs, config), load_split(synth_dir / "dev", vocabs, config)
+
+
+def assert_fast_equals_slow(model, table, behaviors) -> None:
+    """The fast evaluation path (news once, users once) gives the one-at-a-time path's scores,
+    whatever the batch size."""
+    import numpy as np
+
+    from newsrank.evaluate import score_behaviors, score_one_at_a_time
+
+    fast = score_behaviors(model, table, behaviors, batch_size=7)
+    slow = score_one_at_a_time(model, table, behaviors)
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=1000), fast, rtol=1e-5, atol=1e-6)

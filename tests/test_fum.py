@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny_splits, overfit_losses
+from helpers import assert_fast_equals_slow, load_tiny_splits, overfit_losses
 from newsrank.config import DataConfig, load_config
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
 from newsrank.data.dataset import build_news_table, news_entity_ids
 from newsrank.data.mind import NewsRecord
 from newsrank.data.vocab import Vocab, Vocabularies
-from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
+from newsrank.evaluate import encode_all_news
 from newsrank.models import MODELS
 from newsrank.models.base import ModelContext
 from newsrank.models.fum import FUM, FUMConfig
@@ -181,11 +181,7 @@ def test_fine_grained_user_reads_the_clicked_tokens(tiny_data):
 def test_fast_scores_equal_one_at_a_time_scores(tiny_data):
     vocabs, _, (table, behaviors) = tiny_data
     model = make_model(vocabs, seed=3)
-    fast = score_behaviors(model, table, behaviors, batch_size=7)
-    slow = score_one_at_a_time(model, table, behaviors)
-    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=1000), fast,
-                               rtol=1e-5, atol=1e-6)
+    assert_fast_equals_slow(model, table, behaviors)
 
 
 @pytest.mark.parametrize("changes", [

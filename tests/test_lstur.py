@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import load_tiny_splits
+from helpers import assert_fast_equals_slow, load_tiny_splits
 from newsrank.config import ConfigError, DataConfig, apply_overrides, load_config
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
 from newsrank.data.vocab import UNK
-from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
+from newsrank.evaluate import encode_all_news
 from newsrank.models import ModelContext
 from newsrank.models.lstur import LSTUR, LSTURConfig
 
@@ -189,11 +189,7 @@ def test_user_masking_draws_once_per_sample(tiny_data):
 def test_fast_scores_equal_one_at_a_time_scores(tiny_data, changes):
     vocabs, _, (table, behaviors) = tiny_data
     model = make_model(vocabs, seed=3, **changes)
-    fast = score_behaviors(model, table, behaviors, batch_size=7)
-    slow = score_one_at_a_time(model, table, behaviors)
-    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=1000), fast, rtol=1e-5,
-                               atol=1e-6)
+    assert_fast_equals_slow(model, table, behaviors)
 
 
 @pytest.mark.parametrize("mode", MODES)

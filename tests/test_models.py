@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny_splits, overfit_losses
+from helpers import assert_fast_equals_slow, load_tiny_splits, overfit_losses
 from newsrank.config import DataConfig
 from newsrank.data.batching import NewsFeatures, TrainBatch, TrainSampler, UserInputs
-from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
+from newsrank.evaluate import encode_all_news
 from newsrank.layers import AdditiveAttention, MultiHeadSelfAttention
 from newsrank.models import ModelContext
 from newsrank.models.nrms import NRMS, NRMSConfig
@@ -115,11 +115,7 @@ def test_fast_scores_equal_one_at_a_time_scores(tiny_data):
     # Some impressions share their user and history (as in MIND): the fast path encodes those once.
     keys = np.concatenate([np.asarray(behaviors.users)[:, None], np.asarray(behaviors.history)], axis=1)
     assert len(np.unique(keys, axis=0)) < len(keys)
-    fast = score_behaviors(model, table, behaviors, batch_size=7)
-    slow = score_one_at_a_time(model, table, behaviors)
-    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
-    # Batch size must not matter either.
-    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=1000), fast, rtol=1e-5, atol=1e-6)
+    assert_fast_equals_slow(model, table, behaviors)
 
 
 def test_pretrained_vectors_set_the_word_dimension(tiny_data):

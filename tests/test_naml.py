@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny_splits, overfit_losses
+from helpers import assert_fast_equals_slow, load_tiny_splits, overfit_losses
 from newsrank.config import DataConfig, load_config
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
-from newsrank.evaluate import encode_all_news, score_behaviors, score_one_at_a_time
+from newsrank.evaluate import encode_all_news
 from newsrank.models.base import ModelContext
 from newsrank.models.naml import NAML, NAMLConfig
 
@@ -133,11 +133,7 @@ def test_empty_abstract_gives_a_finite_width_independent_vector(tiny_data):
 def test_fast_scores_equal_one_at_a_time_scores(tiny_data):
     vocabs, _, (table, behaviors) = tiny_data
     model = make_model(vocabs, seed=3)
-    fast = score_behaviors(model, table, behaviors, batch_size=7)
-    slow = score_one_at_a_time(model, table, behaviors)
-    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=1000), fast,
-                               rtol=1e-5, atol=1e-6)
+    assert_fast_equals_slow(model, table, behaviors)
 
 
 def test_pretrained_vectors_set_the_word_dimension(tiny_data):
