@@ -16,15 +16,20 @@ x_i the input at position i and M the set of real (unmasked) positions:
     out_i   = W_o [u_i over all heads] + b_o + q_i                              query residual
 
 Every step is a per-position map or a weighted sum over positions, so time and memory are
-O(B * L * dim): no [L, L] matrix is ever formed.
+O(B * L * dim): no [L, L] matrix is ever formed. The same pooling also runs on flat, unpadded
+tokens grouped by segment (``global_key_segments``: FUM's variable-length click histories), where
+nothing is padded at all.
 
 Differences from the official code, and why:
 
 * The official ``FastSelfAttention`` scores each head with ``Linear(all_heads, heads)``, i.e. the
-  head-h score looks at the query/key vectors of *all* heads, and it has no value projection
-  ("query = value": u_i = g_k * q_i). We follow the paper instead: per-head vectors w_q, w_k
-  (no bias: a constant added to every score cancels in the softmax) and a separate value
-  projection.
+  head-h score looks at the query/key vectors of *all* heads. We follow the paper: per-head
+  vectors w_q, w_k (no bias: a constant added to every score cancels in the softmax).
+* Value: the paper has its own projection v_i = W_v x_i + b_v (``value=True``, the default);
+  the official Fastformer code and FUM's code use the query as the value ("query = value":
+  u_i = g_k * q_i), which ``value=False`` gives (one projection fewer).
+* ``in_dim`` may differ from ``dim`` (FUM maps 300-d word vectors to 120-d tokens), as the
+  official layer allows: q, k, v and the residual all live in ``dim``.
 * The official code masks with an additive -10000 and lets padding positions keep their (tiny)
   weight. Here masked scores are set to the dtype's most negative finite value
   (``masked_fill_min``), so a padding position's weight is exactly 0, and q_i and p_i are zeroed
@@ -43,7 +48,7 @@ import math
 import torch
 from torch import nn
 
-from newsrank.layers import masked_fill_min
+from newsrank.layers import masked_fill_min, segment_softmax
 
 
 class Fastformer(nn.Module):
@@ -53,14 +58,16 @@ class Fastformer(nn.Module):
     ``attention_dropout`` to the pooling weights alpha and beta. Both default to 0.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, attention_dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, attention_dropout: float = 0.0,
+                 in_dim: int | None = None, value: bool = True):
         super().__init__()
         if heads <= 0 or dim <= 0 or dim % heads != 0:
             raise ValueError(f"dim ({dim}) must be a positive multiple of heads ({heads})")
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
-        self.query = nn.Linear(dim, dim)
-        self.key = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
+        in_dim = in_dim or dim
+        self.query = nn.Linear(in_dim, dim)
+        self.key = nn.Linear(in_dim, dim)
+        self.value = nn.Linear(in_dim, dim) if value else None  # None: the query is the value
         # w_q, w_k: one scoring vector per head (the paper's additive attention vectors)
         self.query_att = nn.Parameter(torch.empty(heads, self.head_dim))
         self.key_att = nn.Parameter(torch.empty(heads, self.head_dim))
@@ -89,13 +96,35 @@ class Fastformer(nn.Module):
         weights = self.attention_dropout(torch.softmax(scores, dim=-1))  # [B, H, L]
         return torch.einsum("bhl,blhd->bhd", weights, h)  # [B, H, d]
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v [..., dim] of inputs x [..., in_dim]: per-position maps, so they can be computed
+        once per distinct input (FUM projects each distinct token id once)."""
+        q = self.query(x)
+        return q, self.key(x), q if self.value is None else self.value(x)
+
+    def global_key_segments(self, q: torch.Tensor, k: torch.Tensor, segment: torch.Tensor, segments: int) -> torch.Tensor:
+        """g_k [S, H, d] of flat positions q, k [N, dim] that belong to ``segment`` [N] (0..S-1):
+        the pooling of ``forward`` without any padding. A segment without positions gets 0."""
+        n = len(q)
+        q = q.view(n, self.heads, self.head_dim)  # [N, H, d]
+        scale = math.sqrt(self.head_dim)
+        alpha = self.attention_dropout(segment_softmax((q * self.query_att).sum(-1) / scale, segment, segments))
+        global_q = q.new_zeros(segments, self.heads, self.head_dim).index_add(0, segment, alpha[..., None] * q)
+        p = global_q[segment] * k.view(n, self.heads, self.head_dim)  # [N, H, d]
+        beta = self.attention_dropout(segment_softmax((p * self.key_att).sum(-1) / scale, segment, segments))
+        return p.new_zeros(segments, self.heads, self.head_dim).index_add(0, segment, beta[..., None] * p)
+
+    def output(self, global_k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """out = dropout(W_o (g_k * v) + b_o) + q for positions q, v [N, dim] and their segments'
+        global keys ``global_k`` [N, H, d]."""
+        u = (global_k * v.view(global_k.shape)).flatten(1)  # [N, dim]
+        return self.dropout(self.transform(u)) + q
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x: [B, L, dim], mask: [B, L] bool (True = real position) -> [B, L, dim]
+        # x: [B, L, in_dim], mask: [B, L] bool (True = real position) -> [B, L, dim]
         b, length, _ = x.shape
         shape = (b, length, self.heads, self.head_dim)
-        q = self.query(x).view(shape)  # [B, L, H, d]
-        k = self.key(x).view(shape)  # [B, L, H, d]
-        v = self.value(x).view(shape)  # [B, L, H, d]
+        q, k, v = (t.view(shape) for t in self.project(x))  # each [B, L, H, d]
         global_q = self._pool(q, self.query_att, mask)  # [B, H, d]
         p = global_q[:, None] * k  # [B, L, H, d]
         global_k = self._pool(p, self.key_att, mask)  # [B, H, d]

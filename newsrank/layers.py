@@ -19,6 +19,18 @@ def masked_fill_min(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Te
     return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
 
 
+def segment_softmax(scores: torch.Tensor, segment: torch.Tensor, segments: int) -> torch.Tensor:
+    """Softmax of ``scores`` [N, ...] within each group of rows sharing a ``segment`` id [N] in
+    0..segments-1 (variable-length groups, no padding). Each group's weights sum to 1."""
+    index = segment.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
+    with torch.no_grad():  # the shift only keeps exp() finite; the softmax does not depend on it
+        top = scores.new_full((segments, *scores.shape[1:]), float("-inf"))
+        top = top.scatter_reduce(0, index, scores, "amax")[segment]  # [N, ...]
+    e = torch.exp(scores - top)  # [N, ...]
+    total = e.new_zeros((segments, *scores.shape[1:])).index_add(0, segment, e)  # [S, ...]
+    return e / total[segment]
+
+
 class AdditiveAttention(nn.Module):
     """Attention pooling: a_i = q . tanh(W x_i + b), weights = softmax(a), output = sum_i w_i x_i."""
 

@@ -110,6 +110,8 @@ def train(
              len(train_table) - 1, len(train_behaviors), len(dev_table) - 1, len(dev_behaviors))
 
     cls = model_class(config.model_name)
+    for note in cls.adapt_to_data(config.model, train_table):
+        log.info(note)
     model: NewsRecModel = cls(config.model, ModelContext(vocabs, pretrained, tc.freeze_embeddings)).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
     sampler = TrainSampler(train_behaviors, tc.npratio, tc.batch_size, tc.seed)

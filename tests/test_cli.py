@@ -135,7 +135,8 @@ TINY_BY_MODEL = {
              "--set", "title_len=12", "--set", "abstract_len=20", "--set", "history_len=10", "--set", "batch_size=16"],
     "fum": ["--set", "word_dim=16", "--set", "heads=2", "--set", "head_dim=4", "--set", "attention_hidden=8",
             "--set", "category_dim=4", "--set", "entity_dim=4", "--set", "fastformer_dim=8",
-            "--set", "fastformer_heads=2", "--set", "tokens_per_news=14", "--set", "title_len=12",
+            "--set", "fastformer_heads=2", "--set", "tokens_per_news=14", "--set", "fine_user_dim=3",
+            "--set", "fine_news_dim=6", "--set", "title_len=12",
             "--set", "abstract_len=20", "--set", "entity_len=4", "--set", "history_len=10",
             "--set", "batch_size=16"],
 }

@@ -20,7 +20,7 @@ from newsrank.models.base import ModelContext
 from newsrank.models.fum import FUM, FUMConfig
 
 TINY = FUMConfig(word_dim=16, heads=2, head_dim=4, attention_hidden=8, dropout=0.2, category_dim=4, entity_dim=4,
-                 fastformer_dim=8, fastformer_heads=2, tokens_per_news=14)
+                 fastformer_dim=8, fastformer_heads=2, tokens_per_news=14, fine_news_dim=6, fine_user_dim=3)
 DIM = TINY.heads * TINY.head_dim
 
 
@@ -114,27 +114,58 @@ def test_shapes(tiny_data):
     assert mask[history != 0].any(dim=-1).all()  # a clicked news always has its category tokens
 
 
-def dense_fine_grained_user(model, user):
-    """u^f computed on the whole padded [B, H * T] slot grid, as the paper draws it."""
-    index, types, mask = model.fine_grained_slots(user)
+def plain_fine_grained_user(model, user, junk_seed=None):
+    """u^f the plain way, as the paper draws it: every slot of the padded [B, H * T] grid embedded on
+    its own (junk ids in the padded slots when ``junk_seed`` is given), the Fastformer layer's own
+    forward over the grid, masked additive attention over each news' text slots (a news without
+    text pools to 0), its category and subcategory token outputs, then the dense map and the
+    attention over the clicks."""
+    c = model.config
+    index, kinds, mask = model.fine_grained_slots(user)
     b, h, t = mask.shape
-    x = model._embed_tokens(index.reshape(-1), types.reshape(-1)).view(b, h * t, -1)  # [B, H*T, ff]
-    x = model.fastformer(x, mask.reshape(b, h * t)).view(b, h, t, -1)  # [B, H, T, ff]
-    x = model.token_pool(x, mask)  # [B, H, ff]
-    return model.fine_out(model.fine_click_pool(x, user.history_mask))
+    if junk_seed is not None:
+        junk = torch.randint(2, 20, index.shape, generator=torch.Generator().manual_seed(junk_seed))
+        index = torch.where(mask, index, junk)
+    tables = {1: model.fine_words, 4: model.fine_words}
+    if c.fine_categories:
+        tables |= {2: model.fine_categories, 3: model.fine_subcategories}
+    if c.fine_entities:
+        tables[5] = model.fine_entity_table
+    x = torch.zeros(b, h, t, model.fine_words.embedding_dim)
+    for kind, table in tables.items():
+        picked = kinds == kind
+        x[picked] = table(index[picked].clamp(max=table.num_embeddings - 1))
+    out = model.fastformer(x.view(b, h * t, -1), mask.view(b, h * t)).view(b, h, t, -1)  # [B, H, T, ff]
+    text = mask & ((kinds == 1) | (kinds == 4) | (kinds == 5))
+    pooled = model.token_pool(out, text) * text.any(dim=-1, keepdim=True)  # [B, H, ff]
+    parts = [pooled]
+    if c.fine_categories:
+        for kind in (2, 3):
+            slot = (kinds[0, 0] == kind).nonzero().item()
+            parts.append(out[:, :, slot] * mask[:, :, slot, None])
+    per_news = model.fine_news(torch.cat(parts, dim=-1))  # [B, H, fine_news_dim]
+    return model.fine_click_pool(per_news, user.history_mask)
 
 
 @pytest.mark.parametrize("changes", [{}, {"fine_abstract": True, "fine_abstract_len": 3, "fine_entities": True,
-                                          "fine_entity_len": 2, "fastformer_layers": 2}])
-def test_packed_fine_grained_user_equals_the_padded_slot_grid(tiny_data, changes):
+                                          "fine_entity_len": 2, "fastformer_value": "separate"},
+                                     {"fine_categories": False}])
+def test_fine_grained_user_equals_the_plain_slot_grid(tiny_data, changes):
+    """Distinct-token projection, flat segments and (in evaluation) the folded W_p W_o give the
+    plain per-slot computation, whatever sits in the padded slots."""
     vocabs, (table, behaviors), _ = tiny_data
-    model = make_model(vocabs, coarse=False, **changes)
+    model = make_model(vocabs, coarse=False, dropout=0.0, **changes)
     news = NewsFeatures.from_table(table)
     history = histories(behaviors, n=6)
-    history[1, :-1] = 0  # one click only: a short packed sequence next to long ones
+    history[1, :-1] = 0  # one click only: a short sequence next to long ones
+    history[2] = 0  # no click at all
     inputs = user_inputs(model, news, history)
-    torch.testing.assert_close(model.fine_grained_user(inputs), dense_fine_grained_user(model, inputs),
-                               rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        expected = plain_fine_grained_user(model, inputs, junk_seed=0)
+        torch.testing.assert_close(plain_fine_grained_user(model, inputs, junk_seed=1), expected)
+        torch.testing.assert_close(model.fine_grained_user(inputs), expected, rtol=1e-5, atol=1e-5)  # folded
+        model.train()  # dropout 0: the training path (explicit W_o per token) gives the same
+        torch.testing.assert_close(model.fine_grained_user(inputs), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_fine_grained_user_ignores_padding(tiny_data):
@@ -185,10 +216,11 @@ def test_fast_scores_equal_one_at_a_time_scores(tiny_data):
 
 
 @pytest.mark.parametrize("changes", [
-    {"fine_grained": False}, {"coarse": False}, {"combine": "concat"},
+    {"fine_grained": False}, {"coarse": False}, {"combine": "concat"}, {"combine": "sum"},
     {"use_title": False, "use_abstract": False}, {"use_categories": False, "use_entities": False},
     {"fine_abstract": True, "fine_entities": True, "fine_abstract_len": 3, "fine_entity_len": 2},
-    {"fastformer_layers": 2, "fastformer_layer_norm": True},
+    {"fine_categories": False}, {"fastformer_value": "separate"}, {"view_combine": "attention"},
+    {"init": "torch"},
 ])
 def test_ablations_run(tiny_data, changes):
     vocabs, (table, behaviors), _ = tiny_data
@@ -201,24 +233,30 @@ def test_ablations_run(tiny_data, changes):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_user_parts_and_combinations_differ(tiny_data):
+def test_user_parts_and_combinations(tiny_data):
     vocabs, (table, behaviors), _ = tiny_data
     news = NewsFeatures.from_table(table)
     history = histories(behaviors)
-    out = {}
-    full = make_model(vocabs).state_dict()
-    for name, changes in {"sum": {}, "concat": {"combine": "concat"}, "coarse": {"fine_grained": False},
-                          "fine": {"coarse": False}}.items():
-        model = make_model(vocabs, **changes)
-        missing, unexpected = model.load_state_dict(full, strict=False)  # the same weights where shared
-        assert missing == (["combine.weight", "combine.bias"] if name == "concat" else [])
-        out[name] = model.encode_user(user_inputs(model, news, history))
-        assert out[name].shape == (4, DIM)
-    # with shared weights the sum is exactly coarse + fine
-    torch.testing.assert_close(out["sum"], out["coarse"] + out["fine"], rtol=1e-5, atol=1e-6)
-    assert (out["sum"] - out["concat"]).abs().max() > 1e-4
-    assert not hasattr(make_model(vocabs), "combine")  # sum: no extra layer
-    assert isinstance(make_model(vocabs, combine="concat").combine, torch.nn.Linear)
+    block = make_model(vocabs)
+    inputs = user_inputs(block, news, history)
+    with torch.no_grad():
+        coarse = make_model(vocabs, fine_grained=False)
+        coarse.load_state_dict(block.state_dict(), strict=False)
+        u_c = coarse.encode_user(inputs)  # [B, D]
+        u_f = block.fine_grained_user(inputs)  # [B, fine_news_dim]
+        # block: the coarse part mapped to D - 30 dims, then the fine part mapped to 30
+        expected = torch.cat([block.coarse_out(u_c), block.fine_out(u_f)], dim=-1)
+        torch.testing.assert_close(block.encode_user(inputs), expected, rtol=1e-5, atol=1e-6)
+        assert block.fine_out.out_features == TINY.fine_user_dim
+        summed = make_model(vocabs, combine="sum")
+        shared = {k: v for k, v in block.state_dict().items() if not k.startswith(("fine_out.", "coarse_out."))}
+        missing, unexpected = summed.load_state_dict(shared, strict=False)
+        assert missing == ["fine_out.weight", "fine_out.bias"] and not unexpected  # the sum maps u^f to D dims
+        torch.testing.assert_close(summed.encode_user(inputs), u_c + summed.fine_out(u_f), rtol=1e-5, atol=1e-6)
+        concat = make_model(vocabs, combine="concat")
+        assert isinstance(concat.combine, torch.nn.Linear) and not hasattr(concat, "coarse_out")
+        assert concat.encode_user(inputs).shape == (4, DIM)
+    assert not hasattr(coarse, "fine_out") and not hasattr(coarse, "coarse_out")  # u = u^c as it is
 
 
 def test_entity_view_uses_the_entity_column(tiny_data):
@@ -266,6 +304,10 @@ def test_config_validation(tiny_data):
         make_model(vocabs, tokens_per_news=6, fine_entities=True, fine_entity_len=4)
     with pytest.raises(ValueError, match="combine"):
         make_model(vocabs, combine="product")
+    with pytest.raises(ValueError, match="fine_user_dim"):
+        make_model(vocabs, fine_user_dim=DIM)
+    with pytest.raises(ValueError, match="fastformer_value"):
+        make_model(vocabs, fastformer_value="key")
     with pytest.raises(ValueError, match="multiple"):
         make_model(vocabs, fastformer_dim=9)
     # every single view is enough
@@ -281,7 +323,7 @@ def test_fum_overfits_one_batch(tiny_data):
     assert last < 0.2
 
 
-def test_inference_in_user_groups_equals_one_pass(tiny_data, monkeypatch):
+def test_inference_in_token_groups_equals_one_pass(tiny_data, monkeypatch):
     vocabs, (table, behaviors), _ = tiny_data
     model = make_model(vocabs, coarse=False)
     news = NewsFeatures.from_table(table)
@@ -289,6 +331,29 @@ def test_inference_in_user_groups_equals_one_pass(tiny_data, monkeypatch):
     inputs = user_inputs(model, news, history)
     with torch.no_grad():
         whole = model.fine_grained_user(inputs)
-        monkeypatch.setattr(FUM, "INFERENCE_USERS", 7)  # 40 users in 6 groups, in click-count order
+        monkeypatch.setattr(FUM, "INFERENCE_TOKENS", 50)  # many groups of a few users each
         grouped = model.fine_grained_user(inputs)
     torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_views_the_data_lacks_are_switched_off(tiny_data):
+    vocabs, (table, _), _ = tiny_data
+    config = FUMConfig(fine_entities=True)
+    assert FUM.adapt_to_data(config, table) == [] and config.use_entities  # the synthetic data has both
+    bare = dataclasses.replace(table, entities=np.zeros_like(table.entities), abstract=np.zeros_like(table.abstract))
+    notes = FUM.adapt_to_data(config, bare)
+    assert not (config.use_entities or config.fine_entities or config.use_abstract or config.fine_abstract)
+    assert len(notes) == 3 and all(note.startswith("fum: the training news have no") for note in notes)
+
+
+def test_official_init(tiny_data):
+    vocabs = tiny_data[0]
+    model = make_model(vocabs)
+    for table in (model.words, model.fine_words, model.categories, model.fine_categories):
+        assert table.weight.abs().max() <= 0.05 and not table.weight[0].any()
+    assert not model.view_dense.bias.any()
+    pretrained = np.random.default_rng(0).normal(size=(len(vocabs.words), 16)).astype(np.float32)
+    model = FUM(TINY, ModelContext(vocabs, pretrained))
+    np.testing.assert_allclose(model.words.weight.detach().numpy(), pretrained)
+    np.testing.assert_allclose(model.fine_words.weight.detach().numpy(), pretrained)  # its own copy
+    assert model.fine_words.weight.data_ptr() != model.words.weight.data_ptr()

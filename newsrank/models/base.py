@@ -33,7 +33,8 @@ def word_embedding(context: ModelContext, dim: int) -> nn.Embedding:
     With pretrained vectors the dimension is theirs; ``dim`` applies only to a random init.
     """
     if context.pretrained_words is not None:
-        weights = torch.as_tensor(context.pretrained_words, dtype=torch.float32)
+        # a copy: two tables made from the same vectors (FUM's) must not share, and train, one storage
+        weights = torch.tensor(context.pretrained_words, dtype=torch.float32)
         return nn.Embedding.from_pretrained(weights, freeze=context.freeze_words, padding_idx=0)
     return nn.Embedding(len(context.vocabs.words), dim, padding_idx=0)
 
@@ -45,6 +46,13 @@ class NewsRecModel(nn.Module):
     #: news cannot be encoded once for everybody: training and evaluation encode each distinct
     #: (user, news) pair instead, and ``encode_news`` receives the user of every row.
     user_conditioned_news: bool = False
+
+    @classmethod
+    def adapt_to_data(cls, config, table) -> list[str]:
+        """Switch off, in the model ``config``, parts that the training news ``table`` cannot feed
+        (e.g. an entity view on data without entities); one message per change, which the trainer
+        logs. Runs before the model is built, so checkpoints record the adapted config."""
+        return []
 
     def text_fields(self) -> tuple[str, ...]:
         """The token columns of ``NewsFeatures`` the news encoder reads; ``encode_news_rows`` groups

@@ -1,44 +1,63 @@
 """FUM: Fine-grained and Fast User Modeling for News Recommendation (Qi, Wu, Wu, Huang, SIGIR 2022).
 
-News encoder (multi-view, each view switchable in the config; at least one must be on):
+Defaults follow the official code (taoqi98/FUM, ``Codes/Models.py``); every switch below was
+measured on ``mlsmall_mind`` (README, "FUM").
+
+News encoder (views switchable; a view the training data cannot feed is switched off by the
+trainer with one log line, see ``adapt_to_data``):
 
 - title view: word embedding -> dropout -> multi-head self-attention -> dropout -> additive
-  attention over the words (as NRMS);
+  attention over the words (as NRMS), ``heads * head_dim`` dims;
 - abstract view: the same over the abstract words (own attention layers, shared word embedding);
-- category views: category and subcategory embeddings, each -> dense + ReLU (as NAML);
-- entity view: embeddings of the news' entities (WikidataIds of the title's, then the abstract's
-  entities, ``DataConfig.entity_len`` kept) -> dropout -> additive attention -> dense + ReLU.
+- category views: category and subcategory embeddings -> dense (linear) -> dropout,
+  ``category_dim`` dims each (official: Dense(128) without activation);
+- entity view: entity embeddings (MIND's TransE vectors when the data has them) -> dropout ->
+  additive attention, ``entity_dim`` dims (official: a 5 x 40 self-attention first; left out).
 
-Every view vector has ``heads * head_dim`` dims; an additive attention over the views pools them
-into the news vector (NAML's scheme: a news item weighs its own views).
+``view_combine=concat`` (official): n = ReLU(W [title; abstract; category; subcategory; entity] + b),
+``heads * head_dim`` dims. ``attention``: each view mapped to that size (+ ReLU for the
+non-text views) and pooled by an additive attention over the views (NAML's scheme).
 
-User encoder, two parts whose outputs are combined:
+User encoder, two parts:
 
-- coarse u^c: multi-head self-attention + additive attention over the clicked-news vectors (NRMS);
-- fine-grained u^f: every clicked news becomes ``tokens_per_news`` token slots, in this order:
-  its title words (cut to what is left of the budget), one category token, one subcategory token,
-  then optionally ``fine_abstract_len`` abstract words and ``fine_entity_len`` entity tokens.
-  Words, categories and entities are embedded by the tables the news encoder uses (created for the
-  user model alone when a view is off) and each kind is projected by its own linear map to
-  ``fastformer_dim``; a learned token-type embedding (word / category / subcategory / abstract
-  word / entity) is added. The tokens of all H clicked news form one sequence that a Fastformer
-  encoder reads as a whole, so tokens of one click interact with those of every other click at a
-  cost linear in the number of tokens. Only real tokens are computed: they are packed into
-  [B, L] (L = the most real tokens of any user in the batch), which gives exactly the result of
-  the padded [B, H * T] slot grid because nothing in u^f depends on positions and all padding is
-  masked. Additive attention within each news gives [B, H, fastformer_dim], additive attention
-  over the clicks [B, fastformer_dim], and a linear map the news dimension (identity when the
-  sizes already match). As the official Fastformer README recommends for news recommendation
-  there is no position embedding and no layer normalization by default.
+- coarse u^c: multi-head self-attention + additive attention over the clicked-news vectors (NRMS).
+- fine-grained u^f: every clicked news contributes its tokens: its title words (up to
+  ``tokens_per_news`` - 2 - extras), optionally ``fine_abstract_len`` abstract words and
+  ``fine_entity_len`` entities, and (``fine_categories``) one category and one subcategory token.
+  All tokens are embedded by u^f's own tables (``word_dim`` each; the word table starts from the
+  same pretrained vectors as the news encoder's), and the tokens of all H clicks form one sequence
+  that a Fastformer (``fastformer_heads`` x ``fastformer_dim / heads``, value = query by default)
+  reads as a whole. Per clicked news, an additive attention pools its text tokens' outputs t; with
+  the category and subcategory token outputs c, s: e = W_n [t; c; s] + b_n (``fine_news_dim``).
+  An additive attention over the clicks gives u^f (``fine_news_dim``).
 
-``combine``: u = u^c + u^f ("sum", the paper's slides) or u = W [u^c; u^f] + b ("concat", the
-official code). With ``coarse`` or ``fine_grained`` off (ablations), u is the remaining part.
-Score: dot product of user and candidate vectors; the user vector depends only on the history,
-so evaluation encodes every news once and every user once (the cached path).
+``combine``: ``block`` (official): u = [W_c u^c + b_c; W_f u^f + b_f], the fine part
+``fine_user_dim`` (30) of the ``heads * head_dim`` (400) dims; ``sum``: u = u^c + W_f u^f + b_f;
+``concat``: u = W [u^c; u^f] + b. With ``coarse`` or ``fine_grained`` off (ablations) u is
+u^c, or W_f u^f + b_f. Score: dot product. The user vector depends on the history only, so
+evaluation encodes every news once and every user once (the cached path).
+
+How u^f stays cheap (all exact; tests compare with the plain computation):
+
+* No positions and no layer norm, so a token's q, k, v depend on its id alone: they are computed
+  once per distinct token id of a batch (``Fastformer.project``), not once per occurrence.
+* Only real tokens are computed, flat [N] with their user and clicked news as segment ids: the
+  Fastformer's two poolings and the per-news pooling are softmaxes within segments, so there is
+  no padding at all (no [B, H * T] slot grid, no [B, L] packing).
+* In evaluation (no dropout) the output map W_o and the per-news pooling's first layer W_p fold:
+  W_p out_i = (W_p W_o)(g_k * v_i) + W_p q_i + (W_p b_o + b_p), where W_p q_i is per token id;
+  the pooled text vector is W_o (g_k * sum_i w_i v_i) + b_o + sum_i w_i q_i, so W_o runs once per
+  clicked news instead of once per token.
+
+Deviations from the official code: masks everywhere (the official code has none, so padding
+tokens enter its Fastformer); dropout on u^f's token embeddings is drawn per distinct token id of
+a batch (a consequence of projecting each once); candidate news vectors get no extra dropout;
+the official title and abstract views have separate word tables (here one, as NAML).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,13 +65,15 @@ import torch
 from torch import nn
 
 from ..data.batching import NewsFeatures, UserInputs
+from ..data.dataset import NewsTable
 from ..data.vocab import PAD
-from ..fastformer import FastformerEncoder
-from ..layers import AdditiveAttention, MultiHeadSelfAttention
+from ..fastformer import Fastformer
+from ..layers import AdditiveAttention, MultiHeadSelfAttention, segment_softmax
 from .base import ModelContext, NewsRecModel, word_embedding
 
-# token types of the fine-grained sequence (row 0 of the type embedding is unused)
+# token kinds of the fine-grained sequence
 _WORD, _CATEGORY, _SUBCATEGORY, _ABSTRACT, _ENTITY = 1, 2, 3, 4, 5
+_TEXT_KINDS = (_WORD, _ABSTRACT, _ENTITY)  # pooled within a news; category tokens are kept apart
 
 
 @dataclass
@@ -61,25 +82,29 @@ class FUMConfig:
     heads: int = 20  # self-attention heads of the news encoder and of the coarse user model
     head_dim: int = 20  # size of each head; news and user vectors have heads * head_dim dims
     attention_hidden: int = 200  # hidden size of every additive attention pooling
-    dropout: float = 0.2  # on embeddings, self-attention outputs and the Fastformer sublayer output
-    category_dim: int = 100  # category and subcategory embedding size
-    entity_dim: int = 100  # entity embedding size
+    dropout: float = 0.2  # on embeddings, attention outputs, u^f's token outputs and news vectors
+    category_dim: int = 100  # category and subcategory embedding (and view) size
+    entity_dim: int = 100  # entity embedding size (MIND's TransE vectors have 100)
     use_title: bool = True  # news encoder: title view
     use_abstract: bool = True  # news encoder: abstract view
     use_categories: bool = True  # news encoder: category and subcategory views
     use_entities: bool = True  # news encoder: entity view
+    view_combine: Literal["concat", "attention"] = "concat"  # views -> news vector: dense over the concatenation, or attention
     coarse: bool = True  # user model: coarse part u^c over clicked-news vectors
     fine_grained: bool = True  # user model: fine-grained part u^f over the clicked news' tokens
-    combine: Literal["sum", "concat"] = "sum"  # u = u^c + u^f, or a linear map of [u^c; u^f]
-    tokens_per_news: int = 32  # token slots per clicked news in u^f (title words + 2 category tokens + extras)
-    fine_abstract: bool = False  # u^f: add abstract words to each clicked news' tokens
+    combine: Literal["block", "sum", "concat"] = "block"  # how u^c and u^f make the user vector
+    fine_user_dim: int = 30  # block: dims of the user vector that come from u^f
+    tokens_per_news: int = 32  # u^f token slots per clicked news (title words + category tokens + extras)
+    fine_categories: bool = True  # u^f: a category and a subcategory token per clicked news
+    fine_abstract: bool = False  # u^f: add abstract words to each clicked news' tokens ...
     fine_abstract_len: int = 10  # ... this many (taken from the tokens_per_news budget)
-    fine_entities: bool = False  # u^f: add entity tokens to each clicked news' tokens
+    fine_entities: bool = False  # u^f: add entity tokens to each clicked news' tokens ...
     fine_entity_len: int = 5  # ... this many (taken from the tokens_per_news budget)
-    fastformer_dim: int = 400  # token size inside u^f (a multiple of fastformer_heads)
-    fastformer_heads: int = 20  # Fastformer heads
-    fastformer_layers: int = 1  # stacked Fastformer layers
-    fastformer_layer_norm: bool = False  # post-LN around each Fastformer layer (off: official advice)
+    fastformer_dim: int = 120  # token size inside u^f (a multiple of fastformer_heads)
+    fastformer_heads: int = 3
+    fastformer_value: Literal["query", "separate"] = "query"  # official: value = query; paper: own W_v
+    fine_news_dim: int = 40  # per-clicked-news vector inside u^f, and u^f itself
+    init: Literal["official", "torch"] = "official"  # glorot dense layers, U(-0.05, 0.05) embeddings; or torch's
 
 
 class NewsTextView(nn.Module):
@@ -99,67 +124,128 @@ class NewsTextView(nn.Module):
 
 class FUM(NewsRecModel):
     config_class = FUMConfig
-    INFERENCE_USERS = 128  # users per u^f pass when not training (bounds memory; see fine_grained_user)
+    INFERENCE_TOKENS = 1 << 17  # u^f tokens per pass when not training (bounds evaluation memory)
 
     def __init__(self, config: FUMConfig, context: ModelContext):
         super().__init__()
-        views = [config.use_title, config.use_abstract, config.use_categories, config.use_entities]
-        if not any(views):
+        c = config
+        views = {"title": c.use_title, "abstract": c.use_abstract, "categories": c.use_categories,
+                 "entities": c.use_entities}
+        if not any(views.values()):
             raise ValueError("FUM needs at least one news view (use_title, use_abstract, use_categories, "
                              "use_entities)")
-        if not (config.coarse or config.fine_grained):
+        if not (c.coarse or c.fine_grained):
             raise ValueError("FUM needs at least one user model part (coarse, fine_grained)")
-        if config.combine not in ("sum", "concat"):
-            raise ValueError(f"combine must be 'sum' or 'concat', got {config.combine!r}")
-        extra = config.fine_abstract * config.fine_abstract_len + config.fine_entities * config.fine_entity_len
-        if config.fine_grained and config.tokens_per_news - 2 - extra < 1:
-            raise ValueError(f"tokens_per_news ({config.tokens_per_news}) leaves no room for title words "
-                             f"after 2 category tokens and {extra} abstract/entity tokens")
-        self.config = config
-        dim = config.heads * config.head_dim  # news and user vectors
-        self.dropout = nn.Dropout(config.dropout)
-        self.words = word_embedding(context, config.word_dim)
+        for key, allowed in (("combine", ("block", "sum", "concat")), ("view_combine", ("concat", "attention")),
+                             ("fastformer_value", ("query", "separate")), ("init", ("official", "torch"))):
+            if getattr(c, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {getattr(c, key)!r}")
+        dim = c.heads * c.head_dim  # news and user vectors
+        if c.fine_grained and c.tokens_per_news - 2 * c.fine_categories - self._extra_tokens(c) < 1:
+            raise ValueError(f"tokens_per_news ({c.tokens_per_news}) leaves no room for title words after "
+                             f"the category and {self._extra_tokens(c)} abstract/entity tokens")
+        if c.coarse and c.fine_grained and c.combine == "block" and not 0 < c.fine_user_dim < dim:
+            raise ValueError(f"fine_user_dim must be between 1 and {dim - 1} (heads * head_dim - 1), "
+                             f"got {c.fine_user_dim}")
+        self.config = c
+        self.dropout = nn.Dropout(c.dropout)
+        self.words = word_embedding(context, c.word_dim)
         word_dim = self.words.embedding_dim
         vocabs = context.vocabs
-        fine = config.fine_grained
-        if config.use_categories or fine:
-            self.categories = nn.Embedding(len(vocabs.categories), config.category_dim, padding_idx=0)
-            self.subcategories = nn.Embedding(len(vocabs.subcategories), config.category_dim, padding_idx=0)
-        if config.use_entities or (fine and config.fine_entities):
-            self.entities = nn.Embedding(max(len(vocabs.entities), 2), config.entity_dim, padding_idx=0)
 
         # ---- news encoder
-        if config.use_title:
-            self.title_view = NewsTextView(word_dim, config)
-        if config.use_abstract:
-            self.abstract_view = NewsTextView(word_dim, config)
-        if config.use_categories:
-            self.category_dense = nn.Linear(config.category_dim, dim)
-            self.subcategory_dense = nn.Linear(config.category_dim, dim)
-        if config.use_entities:
-            self.entity_pool = AdditiveAttention(config.entity_dim, config.attention_hidden)
-            self.entity_dense = nn.Linear(config.entity_dim, dim)
-        self.view_pool = AdditiveAttention(dim, config.attention_hidden)
+        sizes = []  # each view's size, in the order of encode_news
+        if c.use_title:
+            self.title_view = NewsTextView(word_dim, c)
+            sizes.append(dim)
+        if c.use_abstract:
+            self.abstract_view = NewsTextView(word_dim, c)
+            sizes.append(dim)
+        attention = c.view_combine == "attention"
+        if c.use_categories:
+            self.categories = nn.Embedding(len(vocabs.categories), c.category_dim, padding_idx=0)
+            self.subcategories = nn.Embedding(len(vocabs.subcategories), c.category_dim, padding_idx=0)
+            self.category_dense = nn.Linear(c.category_dim, dim if attention else c.category_dim)
+            self.subcategory_dense = nn.Linear(c.category_dim, dim if attention else c.category_dim)
+            sizes += [c.category_dim] * 2
+        if c.use_entities:
+            self.entities = nn.Embedding(max(len(vocabs.entities), 2), c.entity_dim, padding_idx=0)
+            self.entity_pool = AdditiveAttention(c.entity_dim, c.attention_hidden)
+            if attention:
+                self.entity_dense = nn.Linear(c.entity_dim, dim)
+            sizes.append(c.entity_dim)
+        if attention:
+            self.view_pool = AdditiveAttention(dim, c.attention_hidden)
+        else:
+            self.view_dense = nn.Linear(sum(sizes), dim)
 
         # ---- user encoder
-        if config.coarse:
-            self.click_attention = MultiHeadSelfAttention(dim, config.heads, config.head_dim)
-            self.click_pool = AdditiveAttention(dim, config.attention_hidden)
-        if fine:
-            ff = config.fastformer_dim
-            self.word_proj = nn.Linear(word_dim, ff)
-            self.category_proj = nn.Linear(config.category_dim, ff)
-            self.subcategory_proj = nn.Linear(config.category_dim, ff)
-            if config.fine_entities:
-                self.entity_proj = nn.Linear(config.entity_dim, ff)
-            self.token_types = nn.Embedding(6, ff)
-            self.fastformer = FastformerEncoder(ff, config.fastformer_heads, config.fastformer_layers,
-                                                config.dropout, config.fastformer_layer_norm)
-            self.token_pool = AdditiveAttention(ff, config.attention_hidden)
-            self.fine_click_pool = AdditiveAttention(ff, config.attention_hidden)
-            self.fine_out = nn.Linear(ff, dim) if ff != dim else nn.Identity()
-        if config.coarse and fine and config.combine == "concat":
-            self.combine = nn.Linear(2 * dim, dim)
+        if c.coarse:
+            self.click_attention = MultiHeadSelfAttention(dim, c.heads, c.head_dim)
+            self.click_pool = AdditiveAttention(dim, c.attention_hidden)
+        if c.fine_grained:
+            ff = c.fastformer_dim
+            self.fine_words = word_embedding(context, word_dim)  # u^f's own tables, as the official code
+            if c.fine_categories:
+                self.fine_categories = nn.Embedding(len(vocabs.categories), word_dim, padding_idx=0)
+                self.fine_subcategories = nn.Embedding(len(vocabs.subcategories), word_dim, padding_idx=0)
+            if c.fine_entities:
+                self.fine_entity_table = nn.Embedding(max(len(vocabs.entities), 2), word_dim, padding_idx=0)
+            self.fastformer = Fastformer(ff, c.fastformer_heads, in_dim=word_dim,
+                                         value=c.fastformer_value == "separate")
+            self.token_pool = AdditiveAttention(ff, c.attention_hidden)
+            self.fine_news = nn.Linear(ff * (1 + 2 * c.fine_categories), c.fine_news_dim)
+            self.fine_click_pool = AdditiveAttention(c.fine_news_dim, c.attention_hidden)
+            both = c.coarse
+            if not both or c.combine == "sum":
+                self.fine_out = nn.Linear(c.fine_news_dim, dim)
+            elif c.combine == "block":
+                self.coarse_out = nn.Linear(dim, dim - c.fine_user_dim)
+                self.fine_out = nn.Linear(c.fine_news_dim, c.fine_user_dim)
+            else:
+                self.combine = nn.Linear(dim + c.fine_news_dim, dim)
+        if c.init == "official":
+            self._official_init(pretrained=context.pretrained_words is not None)
+
+    @staticmethod
+    def _extra_tokens(c: FUMConfig) -> int:
+        return c.fine_abstract * c.fine_abstract_len + c.fine_entities * c.fine_entity_len
+
+    def _official_init(self, pretrained: bool) -> None:
+        """Keras' defaults, as the official code gets them: glorot-uniform dense weights (each of
+        q, k, v on its own), zero biases, embeddings U(-0.05, 0.05) unless pretrained."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, MultiHeadSelfAttention):
+                for part in module.qkv.weight.data.chunk(3, dim=0):
+                    nn.init.xavier_uniform_(part)
+            elif isinstance(module, Fastformer):
+                for w in (module.query_att, module.key_att):  # the official Wa / Wb: [dim, heads]
+                    bound = math.sqrt(6.0 / (module.dim + module.heads))
+                    nn.init.uniform_(w, -bound, bound)
+            elif isinstance(module, nn.Embedding):
+                if pretrained and (module is self.words or module is getattr(self, "fine_words", None)):
+                    continue
+                nn.init.uniform_(module.weight, -0.05, 0.05)
+                with torch.no_grad():
+                    module.weight[0].zero_()  # padding row
+
+    @classmethod
+    def adapt_to_data(cls, config: FUMConfig, table: NewsTable) -> list[str]:
+        """Switch off the views the training news cannot feed (no entities, no abstracts)."""
+        notes = []
+        has_entities = table.entities is not None and bool((table.entities > 1).any())
+        has_abstracts = bool((table.abstract != PAD).any())
+        for key, present, what in (("use_entities", has_entities, "entity"), ("fine_entities", has_entities, "entity"),
+                                   ("use_abstract", has_abstracts, "abstract"),
+                                   ("fine_abstract", has_abstracts, "abstract")):
+            if getattr(config, key) and not present:
+                setattr(config, key, False)
+                notes.append(f"fum: the training news have no {what} tokens: {key}=false")
+        return notes
 
     # ------------------------------------------------------------------ news
 
@@ -173,15 +259,18 @@ class FUM(NewsRecModel):
             views.append(self.title_view(self.words(news.title), news.title != PAD))  # [N, D]
         if c.use_abstract:
             views.append(self.abstract_view(self.words(news.abstract), news.abstract != PAD))  # [N, D]
+        attention = c.view_combine == "attention"
         if c.use_categories:
-            views.append(torch.relu(self.category_dense(self.categories(news.category))))  # [N, D]
-            views.append(torch.relu(self.subcategory_dense(self.subcategories(news.subcategory))))  # [N, D]
+            for table, dense in ((self.categories, self.category_dense), (self.subcategories, self.subcategory_dense)):
+                x = dense(table(news.category if table is self.categories else news.subcategory))  # [N, Dc]
+                views.append(torch.relu(x) if attention else self.dropout(x))
         if c.use_entities:
             entities = self._entities(news)  # [N, Le]
-            x = self.dropout(self.entities(entities))  # [N, Le, entity_dim]
-            # A news item without entities pools padding (zero vectors): its view is relu(bias).
-            views.append(torch.relu(self.entity_dense(self.entity_pool(x, entities != PAD))))  # [N, D]
-        return self.view_pool(torch.stack(views, dim=1))  # [N, D]
+            x = self.entity_pool(self.dropout(self.entities(entities)), entities != PAD)  # [N, entity_dim]
+            views.append(torch.relu(self.entity_dense(x)) if attention else x)
+        if attention:
+            return self.view_pool(torch.stack(views, dim=1))  # [N, D]
+        return torch.relu(self.view_dense(torch.cat(views, dim=-1)))  # [N, D]
 
     @staticmethod
     def _entities(news: NewsFeatures) -> torch.Tensor:
@@ -192,109 +281,130 @@ class FUM(NewsRecModel):
     # ------------------------------------------------------------------ user
 
     def encode_user(self, user: UserInputs) -> torch.Tensor:
-        parts = []
-        if self.config.coarse:
+        c = self.config
+        coarse = fine = None
+        if c.coarse:
             x = self.click_attention(user.history_vectors, user.history_mask)  # [B, H, D]
-            parts.append(self.click_pool(x, user.history_mask))  # [B, D]
-        if self.config.fine_grained:
-            parts.append(self.fine_grained_user(user))  # [B, D]
-        if len(parts) == 1:
-            return parts[0]
-        if self.config.combine == "sum":
-            return parts[0] + parts[1]
-        return self.combine(torch.cat(parts, dim=-1))  # [B, D]
+            coarse = self.click_pool(x, user.history_mask)  # [B, D]
+        if c.fine_grained:
+            fine = self.fine_grained_user(user)  # [B, fine_news_dim]
+        if fine is None:
+            return coarse
+        if coarse is None or c.combine == "sum":
+            fine = self.fine_out(fine)  # [B, D]
+            return fine if coarse is None else coarse + fine
+        if c.combine == "block":
+            return torch.cat([self.coarse_out(coarse), self.fine_out(fine)], dim=-1)  # [B, D]
+        return self.combine(torch.cat([coarse, fine], dim=-1))  # [B, D]
 
     def fine_grained_slots(self, user: UserInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Token slots of the clicked news: ids, token types and mask, each [B, H, T].
+        """Token slots of the clicked news: ids, token kinds and mask, each [B, H, T].
 
-        Slot order within a news: title words (cut to what is left of the budget), category,
-        subcategory, then the optional abstract words and entities. T is cut to the widest text of
-        the batch; empty slots and padding news are masked.
+        Slot order within a news: title words (cut to what is left of the budget), the optional
+        abstract words and entities, then the category and subcategory. T is cut to the widest text
+        of the batch; empty slots and padding news are masked.
         """
         c, news, rows = self.config, user.news, user.history  # rows: [B, H]
-        extra = c.fine_abstract * c.fine_abstract_len + c.fine_entities * c.fine_entity_len
-        ids, types = [], []
+        ids, kinds = [], []
 
-        def text(table: torch.Tensor, budget: int, kind: int) -> None:
-            index = table[rows][..., :budget]  # [B, H, L]
+        def add(index: torch.Tensor, kind: int) -> None:
             used = (index != PAD).flatten(0, 1).any(dim=0).nonzero()  # cut to the widest text here
             index = index[..., : int(used.max()) + 1 if len(used) else 1]
             ids.append(index)
-            types.append(torch.full_like(index, kind))
+            kinds.append(torch.full_like(index, kind))
 
-        text(news.title, c.tokens_per_news - 2 - extra, _WORD)
-        for table, kind in ((news.category, _CATEGORY), (news.subcategory, _SUBCATEGORY)):
-            index = table[rows][..., None]  # [B, H, 1]
-            ids.append(index)
-            types.append(torch.full_like(index, kind))
+        budget = c.tokens_per_news - 2 * c.fine_categories - self._extra_tokens(c)
+        add(news.title[rows][..., :budget], _WORD)  # [B, H, <= budget]
         if c.fine_abstract:
-            text(news.abstract, c.fine_abstract_len, _ABSTRACT)
+            add(news.abstract[rows][..., : c.fine_abstract_len], _ABSTRACT)
         if c.fine_entities:
-            text(self._entities(news), c.fine_entity_len, _ENTITY)
+            add(self._entities(news)[rows][..., : c.fine_entity_len], _ENTITY)
+        if c.fine_categories:
+            add(news.category[rows][..., None], _CATEGORY)  # [B, H, 1]
+            add(news.subcategory[rows][..., None], _SUBCATEGORY)
         index = torch.cat(ids, dim=-1)  # [B, H, T]
         mask = (index != PAD) & user.history_mask[..., None]  # [B, H, T]
-        return index, torch.cat(types, dim=-1), mask
+        return index, torch.cat(kinds, dim=-1), mask
 
-    def _embed_tokens(self, ids: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """[N, fastformer_dim] vectors of N real tokens: each kind through its own table and linear
-        map, plus the token-type embedding."""
-        out = self.token_types(types)  # [N, ff]
-        kinds = [(_WORD, self.words, self.word_proj), (_ABSTRACT, self.words, self.word_proj),
-                 (_CATEGORY, self.categories, self.category_proj),
-                 (_SUBCATEGORY, self.subcategories, self.subcategory_proj)]
+    def _project_tokens(self, ids: torch.Tensor, kinds: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k, v [N, fastformer_dim] of N real tokens, each distinct (kind, id) embedded and
+        projected once; plus the inverse map [N] into the distinct tokens and their q [U, ff]."""
+        tables = {_WORD: self.fine_words, _ABSTRACT: self.fine_words}
+        if self.config.fine_categories:
+            tables |= {_CATEGORY: self.fine_categories, _SUBCATEGORY: self.fine_subcategories}
         if self.config.fine_entities:
-            kinds.append((_ENTITY, self.entities, self.entity_proj))
-        for kind, table, proj in kinds:
-            picked = (types == kind).nonzero().squeeze(1)  # [n_kind]
+            tables[_ENTITY] = self.fine_entity_table
+        shared = torch.where(kinds == _ABSTRACT, _WORD, kinds)  # abstract words share the word table
+        keys = shared * (1 << 40) + ids  # one integer per (table, id)
+        distinct, inverse = torch.unique(keys, return_inverse=True)  # [U], [N]
+        kind_of, id_of = distinct >> 40, distinct & ((1 << 40) - 1)
+        embedded = self.fine_words.weight.new_zeros(len(distinct), self.fine_words.embedding_dim)  # [U, word_dim]
+        for kind in (_WORD, _CATEGORY, _SUBCATEGORY, _ENTITY):
+            picked = (kind_of == kind).nonzero().squeeze(1)
             if len(picked):
-                out = out.index_add(0, picked, proj(self.dropout(table(ids[picked]))))  # [N, ff]
-        return out
+                embedded = embedded.index_copy(0, picked, tables[kind](id_of[picked]))
+        q, k, v = self.fastformer.project(self.dropout(embedded))  # each [U, ff]
+        return q, k, v, inverse
 
     def fine_grained_user(self, user: UserInputs) -> torch.Tensor:
-        """u^f [B, D]. In inference (no autograd) users go through in groups of similar click
-        count, ``INFERENCE_USERS`` at a time: an evaluation batch of 1,024 users x ~600 tokens x
-        400 dims would otherwise hold several GB of Fastformer activations at once."""
-        b = len(user.history)
-        if torch.is_grad_enabled() or b <= self.INFERENCE_USERS:
+        """u^f [B, fine_news_dim]. When not training, users go through in groups of at most
+        ``INFERENCE_TOKENS`` real tokens (bounds the memory of a 1,024-impression batch)."""
+        if self.training:
             return self._fine_grained_user(user)
-        order = torch.argsort(user.history_mask.sum(dim=1), stable=True)  # [B], similar lengths together
-        out = None
-        for lo in range(0, b, self.INFERENCE_USERS):
-            rows = order[lo : lo + self.INFERENCE_USERS]
-            part = self._fine_grained_user(user.take(rows))  # [b', D]
-            if out is None:
-                out = part.new_empty(b, part.shape[1])
-            out[rows] = part
-        return out
+        tokens = self.fine_grained_slots(user)[2].flatten(1).sum(dim=1).tolist()  # real tokens per user
+        groups, lo, count = [], 0, 0
+        for i, n in enumerate(tokens):
+            if count and count + n > self.INFERENCE_TOKENS:
+                groups.append((lo, i))
+                lo, count = i, 0
+            count += n
+        groups.append((lo, len(tokens)))
+        if len(groups) == 1:
+            return self._fine_grained_user(user)
+        device = user.history.device
+        return torch.cat([self._fine_grained_user(user.take(torch.arange(a, z, device=device))) for a, z in groups])
 
     def _fine_grained_user(self, user: UserInputs) -> torch.Tensor:
-        """u^f [B, D]: one Fastformer over all clicked news' tokens, pooled within and over news.
-
-        Only real tokens are computed: they are packed to the left of one [B, L] sequence (L = the
-        most real tokens of any user in the batch) instead of the [B, H * T] slot grid, where most
-        slots are empty (MovieLens titles fill ~5 of 26 slots). The result is exactly that of the
-        slot grid: the Fastformer has no position embedding and masks padding, so it only sees the
-        set of real tokens; the within-news pooling runs on the real tokens' scores, scattered back
-        to their (news, slot) places for the softmax.
-        """
-        index, types, mask = self.fine_grained_slots(user)  # [B, H, T] each
+        """u^f [B, fine_news_dim] over the flat real tokens (segment ids instead of padding)."""
+        c = self.config
+        index, kinds, mask = self.fine_grained_slots(user)  # [B, H, T] each
         b, h, t = mask.shape
-        flat_mask = mask.reshape(b, h * t)  # [B, H*T]
-        owner, slot = flat_mask.nonzero(as_tuple=True)  # [N] user and slot of every real token
-        counts = flat_mask.sum(dim=1)  # [B]
-        position = (flat_mask.cumsum(dim=1) - 1)[owner, slot]  # [N] place in the packed sequence
-        length = max(int(counts.max()), 1) if b else 1
-        tokens = self._embed_tokens(index.reshape(b, h * t)[owner, slot], types.reshape(b, h * t)[owner, slot])
-        packed = tokens.new_zeros(b, length, tokens.shape[1]).index_put((owner, position), tokens)  # [B, L, ff]
-        packed_mask = torch.arange(length, device=mask.device) < counts[:, None]  # [B, L]
-        x = self.fastformer(packed, packed_mask)[owner, position]  # [N, ff]
-
-        # within-news attention pooling over each news' real tokens
-        scores = self.token_pool.scores(x)  # [N]
-        grid = torch.full((b, h * t), torch.finfo(scores.dtype).min, dtype=scores.dtype, device=scores.device)
-        weights = torch.softmax(grid.index_put((owner, slot), scores).view(b, h, t), dim=-1)  # [B, H, T]
-        news_of_token = owner * h + torch.div(slot, t, rounding_mode="floor")  # [N] row of [B*H]
-        weighted = weights.view(b, h * t)[owner, slot, None] * x  # [N, ff]
-        per_news = x.new_zeros(b * h, x.shape[1]).index_add(0, news_of_token, weighted).view(b, h, -1)  # [B, H, ff]
-        pooled = self.fine_click_pool(per_news, user.history_mask)  # [B, ff]
-        return self.fine_out(pooled)  # [B, D]
+        owner, click, slot = mask.nonzero(as_tuple=True)  # [N] user, click and slot of every real token
+        kinds = kinds[owner, click, slot]  # [N]
+        q_tok, k_tok, v_tok, inverse = self._project_tokens(index[owner, click, slot], kinds)
+        q, k, v = q_tok[inverse], k_tok[inverse], v_tok[inverse]  # [N, ff] each
+        layer = self.fastformer
+        global_k = layer.global_key_segments(q, k, owner, b)[owner]  # [N, heads, d]
+        news_of = owner * h + click  # [N] row of the [B*H] clicked news
+        text = kinds == _WORD
+        for kind in _TEXT_KINDS[1:]:
+            text |= kinds == kind
+        text = text.nonzero().squeeze(1)  # [n_text]
+        pool = self.token_pool
+        if self.training:
+            out = self.dropout(layer.output(global_k, q, v))  # [N, ff]
+            x = out[text]  # [n_text, ff]
+            weights = segment_softmax(pool.scores(x), news_of[text], b * h)  # [n_text]
+            pooled = x.new_zeros(b * h, x.shape[1]).index_add(0, news_of[text], weights[:, None] * x)  # [B*H, ff]
+        else:
+            # Folded (exact without dropout): W_p out_i = (W_p W_o)(g_k * v_i) + W_p q_i + (W_p b_o + b_p),
+            # with W_p q_i once per distinct token; W_o runs once per clicked news below.
+            w_p, w_o = pool.proj.weight, layer.transform.weight  # [hid, ff], [ff, ff]
+            scaled = (global_k[text] * v[text].view(global_k[text].shape)).flatten(1)  # [n_text, ff]
+            hidden = scaled @ (w_p @ w_o).T + (q_tok @ w_p.T)[inverse[text]] + (w_p @ layer.transform.bias + pool.proj.bias)
+            weights = segment_softmax(pool.query(torch.tanh(hidden)).squeeze(-1), news_of[text], b * h)  # [n_text]
+            w = weights[:, None]
+            sums = torch.zeros(3, b * h, scaled.shape[1], dtype=scaled.dtype, device=scaled.device)
+            sums[0].index_add_(0, news_of[text], w * scaled)
+            sums[1].index_add_(0, news_of[text], w * q[text])
+            sums[2, :, 0].index_add_(0, news_of[text], weights)  # sum of weights: 1, or 0 without text
+            pooled = sums[0] @ w_o.T + sums[2, :, :1] * layer.transform.bias + sums[1]  # [B*H, ff]
+            out = None
+        parts = [pooled]
+        if c.fine_categories:
+            for kind in (_CATEGORY, _SUBCATEGORY):
+                picked = (kinds == kind).nonzero().squeeze(1)  # one per real clicked news
+                state = layer.output(global_k[picked], q[picked], v[picked]) if out is None else out[picked]
+                parts.append(state.new_zeros(b * h, state.shape[1]).index_copy(0, news_of[picked], state))
+        per_news = self.dropout(self.fine_news(torch.cat(parts, dim=-1))).view(b, h, -1)  # [B, H, fine_news_dim]
+        return self.dropout(self.fine_click_pool(per_news, user.history_mask))  # [B, fine_news_dim]
