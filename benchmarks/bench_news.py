@@ -102,12 +102,38 @@ def bench_model(name: str, label: str, data: Path, out: Path, epochs: int, overr
     }
 
 
+def cacheable(label: str) -> str:
+    """Whether the model's user vectors can be computed once per user (they do not depend on the
+    candidate), read from the model class."""
+    from newsrank.models import model_class
+
+    name = label.split(" ")[0]
+    try:
+        return "no" if getattr(model_class(name), "candidate_aware", False) else "yes"
+    except ValueError:
+        return "?"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| model | AUC | MRR | nDCG@5 | nDCG@10 | train samples/s | eval impressions/s | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Two tables in the shape of the FUM paper's Table 1 (quality) and Table 2 (cost), plus peak
+    memory. Costs are seconds per 1,000 training samples and per 1,000 dev impressions (the
+    in-loop fast evaluation: news encoding, users, scoring, metrics), with the ratio to NRMS's
+    when the run has an NRMS row."""
+    lines = ["| model | AUC | MRR | nDCG@5 | nDCG@10 |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['auc']:.4f} | {r['mrr']:.4f} | {r['ndcg@5']:.4f} | {r['ndcg@10']:.4f} | "
-                     f"{r['train_samples_per_s']:.1f} | {r['eval_impressions_per_s']:.0f} | {r['peak_train_rss_mib']} |")
+        lines.append(f"| {r['model']} | {r['auc']:.4f} | {r['mrr']:.4f} | {r['ndcg@5']:.4f} | {r['ndcg@10']:.4f} |")
+    base = next((r for r in rows if r["model"].split(" ")[0] == "nrms" and "(" not in r["model"]), None)
+    lines += ["", "| model | train s / 1k samples | inference s / 1k impressions | cacheable | peak train RSS (MiB) |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        train, infer = 1000 / r["train_samples_per_s"], 1000 / r["eval_impressions_per_s"]
+        if base is not None:
+            train_x = train * base["train_samples_per_s"] / 1000
+            infer_x = infer * base["eval_impressions_per_s"] / 1000
+            cells = f"{train:.2f} ({train_x:.2f}x) | {infer:.2f} ({infer_x:.2f}x)"
+        else:
+            cells = f"{train:.2f} | {infer:.2f}"
+        lines.append(f"| {r['model']} | {cells} | {cacheable(r['model'])} | {r['peak_train_rss_mib']} |")
     return "\n".join(lines)
 
 
@@ -122,12 +148,13 @@ def merged_table(paths: list[Path]) -> str:
         for row in run["rows"]:
             rows.pop(row["model"], None)  # a re-measured model moves to its new place
             rows[row["model"]] = row | {"run": number}
-    labelled = [r | {"model": f"{r['model']} [{r['run']}]"} for r in rows.values()]
+    labelled = [r | {"model": f"{r['model']} [{r['run']}]"} if len(runs) > 1 else r for r in rows.values()]
     first = next(iter(rows.values()))
-    lines = [table(labelled), "", f"Data: dev impressions: {first['impressions']}. [n] is the run that measured the row:"]
+    lines = [table(labelled), "", f"Data: dev impressions: {first['impressions']}. "
+             + ("[n] is the run that measured the row:" if len(runs) > 1 else "Run:")]
     for number, run in enumerate(runs, start=1):
         if any(r["run"] == number for r in rows.values()):
-            lines.append(f"[{number}] commit {run['commit']}, {run['machine']}: `{run['command']}`")
+            lines.append(f"{f'[{number}] ' if len(runs) > 1 else ''}commit {run['commit']}, {run['machine']}: `{run['command']}`")
     return "\n".join(lines)
 
 

@@ -16,9 +16,8 @@ x_i the input at position i and M the set of real (unmasked) positions:
     out_i   = W_o [u_i over all heads] + b_o + q_i                              query residual
 
 Every step is a per-position map or a weighted sum over positions, so time and memory are
-O(B * L * dim): no [L, L] matrix is ever formed. The same pooling also runs on flat, unpadded
-tokens grouped by segment (``global_key_segments``: FUM's variable-length click histories), where
-nothing is padded at all.
+O(B * L * dim): no [L, L] matrix is ever formed. ``project`` and ``global_key`` are public so that
+a caller (FUM) can project each distinct input once and fold the output map into what follows.
 
 Differences from the official code, and why:
 
@@ -48,7 +47,7 @@ import math
 import torch
 from torch import nn
 
-from newsrank.layers import masked_fill_min, segment_softmax
+from newsrank.layers import masked_fill_min
 
 
 class Fastformer(nn.Module):
@@ -82,52 +81,39 @@ class Fastformer(nn.Module):
         nn.init.uniform_(self.query_att, -bound, bound)
         nn.init.uniform_(self.key_att, -bound, bound)
 
-    def _pool(self, h: torch.Tensor, w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Per-head additive attention pooling: sum_i softmax_i(w . h_i / sqrt(d)) h_i.
+    def global_key(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
+                   padding_is_zero: bool = False) -> torch.Tensor:
+        """g_k [B, H, d] of q, k [B, L, H, d]: the two additive-attention poolings.
 
-        Padding positions get exactly zero weight, and ``h`` is zeroed there too so that
-        0 * (inf or NaN junk) cannot poison the sum.
+        Uses g_k = sum_i beta_i (g_q * k_i) = g_q * sum_i beta_i k_i and w_k . (g_q * k_i) =
+        (w_k * g_q) . k_i, so p_i is never formed: both poolings are batched matrix products.
+        Padding positions get exactly zero weight, and q, k are zeroed there (unless the caller
+        says they already are) so that 0 * (inf or NaN junk) cannot poison the sums.
         """
-        # h: [B, L, H, d], w: [H, d], mask: [B, L] bool
-        scores = torch.einsum("blhd,hd->bhl", h, w) / math.sqrt(self.head_dim)  # [B, H, L]
-        if mask is not None:
-            scores = masked_fill_min(scores, mask[:, None, :])  # [B, H, L]
-            h = h.masked_fill(~mask[:, :, None, None], 0.0)  # [B, L, H, d]
-        weights = self.attention_dropout(torch.softmax(scores, dim=-1))  # [B, H, L]
-        return torch.einsum("bhl,blhd->bhd", weights, h)  # [B, H, d]
+        scale = math.sqrt(self.head_dim)
+        if mask is not None and not padding_is_zero:
+            q = q.masked_fill(~mask[:, :, None, None], 0.0)
+            k = k.masked_fill(~mask[:, :, None, None], 0.0)
+        mask = None if mask is None else mask[:, None, :]  # [B, 1, L]
+        alpha = torch.einsum("blhd,hd->bhl", q, self.query_att) / scale  # [B, H, L]
+        alpha = self.attention_dropout(torch.softmax(masked_fill_min(alpha, mask), dim=-1))
+        global_q = torch.einsum("bhl,blhd->bhd", alpha, q)  # [B, H, d]
+        beta = torch.einsum("blhd,bhd->bhl", k, global_q * self.key_att) / scale  # [B, H, L]
+        beta = self.attention_dropout(torch.softmax(masked_fill_min(beta, mask), dim=-1))
+        return global_q * torch.einsum("bhl,blhd->bhd", beta, k)  # [B, H, d]
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v [..., dim] of inputs x [..., in_dim]: per-position maps, so they can be computed
-        once per distinct input (FUM projects each distinct token id once)."""
+        once per distinct input (FUM projects each distinct token id once). v is q without W_v."""
         q = self.query(x)
         return q, self.key(x), q if self.value is None else self.value(x)
-
-    def global_key_segments(self, q: torch.Tensor, k: torch.Tensor, segment: torch.Tensor, segments: int) -> torch.Tensor:
-        """g_k [S, H, d] of flat positions q, k [N, dim] that belong to ``segment`` [N] (0..S-1):
-        the pooling of ``forward`` without any padding. A segment without positions gets 0."""
-        n = len(q)
-        q = q.view(n, self.heads, self.head_dim)  # [N, H, d]
-        scale = math.sqrt(self.head_dim)
-        alpha = self.attention_dropout(segment_softmax((q * self.query_att).sum(-1) / scale, segment, segments))
-        global_q = q.new_zeros(segments, self.heads, self.head_dim).index_add(0, segment, alpha[..., None] * q)
-        p = global_q[segment] * k.view(n, self.heads, self.head_dim)  # [N, H, d]
-        beta = self.attention_dropout(segment_softmax((p * self.key_att).sum(-1) / scale, segment, segments))
-        return p.new_zeros(segments, self.heads, self.head_dim).index_add(0, segment, beta[..., None] * p)
-
-    def output(self, global_k: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """out = dropout(W_o (g_k * v) + b_o) + q for positions q, v [N, dim] and their segments'
-        global keys ``global_k`` [N, H, d]."""
-        u = (global_k * v.view(global_k.shape)).flatten(1)  # [N, dim]
-        return self.dropout(self.transform(u)) + q
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: [B, L, in_dim], mask: [B, L] bool (True = real position) -> [B, L, dim]
         b, length, _ = x.shape
         shape = (b, length, self.heads, self.head_dim)
         q, k, v = (t.view(shape) for t in self.project(x))  # each [B, L, H, d]
-        global_q = self._pool(q, self.query_att, mask)  # [B, H, d]
-        p = global_q[:, None] * k  # [B, L, H, d]
-        global_k = self._pool(p, self.key_att, mask)  # [B, H, d]
+        global_k = self.global_key(q, k, mask)  # [B, H, d]
         u = (global_k[:, None] * v).reshape(b, length, self.dim)  # [B, L, dim]
         return self.dropout(self.transform(u)) + q.reshape(b, length, self.dim)  # [B, L, dim]
 

@@ -124,7 +124,7 @@ class NewsTextView(nn.Module):
 
 class FUM(NewsRecModel):
     config_class = FUMConfig
-    INFERENCE_TOKENS = 1 << 17  # u^f tokens per pass when not training (bounds evaluation memory)
+    INFERENCE_TOKENS = 1 << 13  # packed u^f tokens per pass when not training (memory, CPU caches)
 
     def __init__(self, config: FUMConfig, context: ModelContext):
         super().__init__()
@@ -347,64 +347,102 @@ class FUM(NewsRecModel):
         return q, k, v, inverse
 
     def fine_grained_user(self, user: UserInputs) -> torch.Tensor:
-        """u^f [B, fine_news_dim]. When not training, users go through in groups of at most
-        ``INFERENCE_TOKENS`` real tokens (bounds the memory of a 1,024-impression batch)."""
-        if self.training:
-            return self._fine_grained_user(user)
-        tokens = self.fine_grained_slots(user)[2].flatten(1).sum(dim=1).tolist()  # real tokens per user
-        groups, lo, count = [], 0, 0
-        for i, n in enumerate(tokens):
-            if count and count + n > self.INFERENCE_TOKENS:
-                groups.append((lo, i))
-                lo, count = i, 0
-            count += n
-        groups.append((lo, len(tokens)))
-        if len(groups) == 1:
-            return self._fine_grained_user(user)
-        device = user.history.device
-        return torch.cat([self._fine_grained_user(user.take(torch.arange(a, z, device=device))) for a, z in groups])
-
-    def _fine_grained_user(self, user: UserInputs) -> torch.Tensor:
-        """u^f [B, fine_news_dim] over the flat real tokens (segment ids instead of padding)."""
-        c = self.config
+        """u^f [B, fine_news_dim]. When not training, users go through sorted by token count, in
+        groups of at most ``INFERENCE_TOKENS`` packed tokens (bounded memory, little padding, and
+        groups small enough to stay in the CPU caches)."""
         index, kinds, mask = self.fine_grained_slots(user)  # [B, H, T] each
-        b, h, t = mask.shape
-        owner, click, slot = mask.nonzero(as_tuple=True)  # [N] user, click and slot of every real token
-        kinds = kinds[owner, click, slot]  # [N]
-        q_tok, k_tok, v_tok, inverse = self._project_tokens(index[owner, click, slot], kinds)
-        q, k, v = q_tok[inverse], k_tok[inverse], v_tok[inverse]  # [N, ff] each
-        layer = self.fastformer
-        global_k = layer.global_key_segments(q, k, owner, b)[owner]  # [N, heads, d]
-        news_of = owner * h + click  # [N] row of the [B*H] clicked news
-        text = kinds == _WORD
-        for kind in _TEXT_KINDS[1:]:
-            text |= kinds == kind
-        text = text.nonzero().squeeze(1)  # [n_text]
-        pool = self.token_pool
         if self.training:
-            out = self.dropout(layer.output(global_k, q, v))  # [N, ff]
-            x = out[text]  # [n_text, ff]
-            weights = segment_softmax(pool.scores(x), news_of[text], b * h)  # [n_text]
-            pooled = x.new_zeros(b * h, x.shape[1]).index_add(0, news_of[text], weights[:, None] * x)  # [B*H, ff]
+            return self._fine_grained_user(index, kinds, mask, user.history_mask)
+        counts = mask.flatten(1).sum(dim=1)  # [B] real tokens per user
+        order = torch.argsort(counts, stable=True)
+        groups, lo = [], 0
+        for i, n in enumerate(counts[order].tolist()):  # padded size of a group: its users x its longest
+            if i > lo and (i - lo + 1) * max(n, 1) > self.INFERENCE_TOKENS:
+                groups.append(order[lo:i])
+                lo = i
+        groups.append(order[lo:])
+        out = None
+        for rows in groups:
+            part = self._fine_grained_user(index[rows], kinds[rows], mask[rows], user.history_mask[rows])
+            if out is None:
+                out = part.new_empty(len(counts), part.shape[1])
+            out[rows] = part
+        return out
+
+    def _fine_grained_user(self, index: torch.Tensor, kinds: torch.Tensor, mask: torch.Tensor,
+                           history_mask: torch.Tensor) -> torch.Tensor:
+        """u^f [B, fine_news_dim] of token slots ``index``, ``kinds``, ``mask`` [B, H, T].
+
+        The real tokens of each user are packed to the left of one [B, L] sequence (L = the most
+        real tokens of any user here; the Fastformer has no positions and masks padding, so this is
+        exactly the slot grid's result), as rows of the distinct tokens' projections (padding: a
+        zero row). The Fastformer's poolings and the per-user folded matrix are then batched
+        matrix products; the per-news pooling is a softmax within (user, click) segments.
+        """
+        c, layer, pool = self.config, self.fastformer, self.token_pool
+        b, h, t = mask.shape
+        flat = mask.reshape(b, h * t)
+        kinds = kinds.reshape(b, h * t)
+        is_text = flat & torch.isin(kinds, torch.tensor(_TEXT_KINDS, device=kinds.device))  # [B, H*T]
+        # Packed order: each user's text tokens first (the only ones the per-news pooling scores),
+        # then its category tokens, then padding.
+        text_counts, counts = is_text.sum(dim=1), flat.sum(dim=1)  # [B]
+        places = torch.where(is_text, is_text.cumsum(dim=1), text_counts[:, None] + (flat & ~is_text).cumsum(dim=1)) - 1
+        owner, where = flat.nonzero(as_tuple=True)  # [N] user and slot of every real token
+        click = torch.div(where, t, rounding_mode="floor")  # [N]
+        position = places[owner, where]  # [N] place in the packed sequence
+        length, text_length = (max(int(x.max()), 1) if b else 1 for x in (counts, text_counts))
+        kind = kinds[owner, where]  # [N]
+        q_tok, k_tok, v_tok, inverse = self._project_tokens(index.reshape(b, h * t)[owner, where], kind)
+        packed = torch.full((b, length), len(q_tok), dtype=torch.long, device=mask.device)
+        packed[owner, position] = inverse  # [B, L] rows of the distinct tokens; padding -> the zero row
+        packed_mask = torch.arange(length, device=mask.device) < counts[:, None]  # [B, L]
+
+        def gather(x: torch.Tensor) -> torch.Tensor:  # [U, ff] -> [B, L, ff], zeros at padding
+            return torch.cat([x, x.new_zeros(1, x.shape[1])])[packed]
+
+        q, k = gather(q_tok), gather(k_tok)  # [B, L, ff]
+        v = q if v_tok is q_tok else gather(v_tok)
+        split = (b, length, layer.heads, layer.head_dim)
+        g = layer.global_key(q.view(split), k.view(split), packed_mask, padding_is_zero=True).flatten(1)  # [B, ff]
+
+        # per-news pooling over the text tokens (the first text_length packed places): segment
+        # (user, click) of each place; padding goes to a spare segment b * h that is dropped
+        text = (kind == _WORD) | (kind == _ABSTRACT) | (kind == _ENTITY)  # [N]
+        segment = torch.full((b, text_length), b * h, dtype=torch.long, device=mask.device)
+        segment[owner[text], position[text]] = (owner * h + click)[text]
+        segment = segment.flatten()  # [B*Lt]
+        q_text, v_text = q[:, :text_length], v[:, :text_length]  # [B, Lt, ff]
+        if self.training:
+            out = self.dropout(layer.transform(g[:, None] * v) + q)  # [B, L, ff]
+            x = out[:, :text_length].flatten(0, 1)  # [B*Lt, ff]
+            weights = segment_softmax(pool.scores(x), segment, b * h + 1)  # [B*Lt]
+            pooled = x.new_zeros(b * h + 1, x.shape[-1]).index_add(0, segment, weights[:, None] * x)[: b * h]
         else:
-            # Folded (exact without dropout): W_p out_i = (W_p W_o)(g_k * v_i) + W_p q_i + (W_p b_o + b_p),
-            # with W_p q_i once per distinct token; W_o runs once per clicked news below.
-            w_p, w_o = pool.proj.weight, layer.transform.weight  # [hid, ff], [ff, ff]
-            scaled = (global_k[text] * v[text].view(global_k[text].shape)).flatten(1)  # [n_text, ff]
-            hidden = scaled @ (w_p @ w_o).T + (q_tok @ w_p.T)[inverse[text]] + (w_p @ layer.transform.bias + pool.proj.bias)
-            weights = segment_softmax(pool.query(torch.tanh(hidden)).squeeze(-1), news_of[text], b * h)  # [n_text]
-            w = weights[:, None]
-            sums = torch.zeros(3, b * h, scaled.shape[1], dtype=scaled.dtype, device=scaled.device)
-            sums[0].index_add_(0, news_of[text], w * scaled)
-            sums[1].index_add_(0, news_of[text], w * q[text])
-            sums[2, :, 0].index_add_(0, news_of[text], weights)  # sum of weights: 1, or 0 without text
-            pooled = sums[0] @ w_o.T + sums[2, :, :1] * layer.transform.bias + sums[1]  # [B*H, ff]
+            # Folded (exact without dropout): W_p out_i + b_p = (W_p W_o diag(g) + W_p) q_i + (W_p b_o + b_p)
+            # for value = query, one per-user matrix; W_o then runs once per clicked news.
+            w_p, w_o, b_o = pool.proj.weight, layer.transform.weight, layer.transform.bias  # [hid, ff], [ff, ff]
+            folded = (w_p @ w_o)[None] * g[:, None, :]  # [B, hid, ff]
+            bias = w_p @ b_o + pool.proj.bias  # [hid]
+            if v is q:
+                hidden = torch.baddbmm(bias, q_text, (folded + w_p).transpose(1, 2))  # [B, Lt, hid]
+            else:
+                hidden = torch.baddbmm(bias, v_text, folded.transpose(1, 2)) + q_text @ w_p.T
+            weights = segment_softmax(pool.query(torch.tanh(hidden)).flatten(), segment, b * h + 1)[:, None]  # [B*Lt, 1]
+            parts = [weights, weights * q_text.flatten(0, 1)] + ([] if v is q else [weights * v_text.flatten(0, 1)])
+            sums = q.new_zeros(b * h + 1, sum(x.shape[-1] for x in parts))
+            sums = sums.index_add(0, segment, torch.cat(parts, dim=-1))[: b * h]  # [B*H, 1 + ff (+ ff)]
+            ff = q.shape[-1]
+            weight_sum, sum_q = sums[:, :1], sums[:, 1 : 1 + ff]  # weight_sum: 1, or 0 for a news without text
+            sum_v = sum_q if v is q else sums[:, 1 + ff :]
+            pooled = (g.repeat_interleave(h, dim=0) * sum_v) @ w_o.T + weight_sum * b_o + sum_q  # [B*H, ff]
             out = None
         parts = [pooled]
         if c.fine_categories:
-            for kind in (_CATEGORY, _SUBCATEGORY):
-                picked = (kinds == kind).nonzero().squeeze(1)  # one per real clicked news
-                state = layer.output(global_k[picked], q[picked], v[picked]) if out is None else out[picked]
-                parts.append(state.new_zeros(b * h, state.shape[1]).index_copy(0, news_of[picked], state))
+            for tag in (_CATEGORY, _SUBCATEGORY):
+                picked = (kind == tag).nonzero().squeeze(1)  # one per real clicked news
+                o, at = owner[picked], position[picked]
+                state = out[o, at] if out is not None else layer.transform(g[o] * v[o, at]) + q[o, at]
+                parts.append(state.new_zeros(b * h, state.shape[-1]).index_copy(0, o * h + click[picked], state))
         per_news = self.dropout(self.fine_news(torch.cat(parts, dim=-1))).view(b, h, -1)  # [B, H, fine_news_dim]
-        return self.dropout(self.fine_click_pool(per_news, user.history_mask))  # [B, fine_news_dim]
+        return self.dropout(self.fine_click_pool(per_news, history_mask))  # [B, fine_news_dim]
