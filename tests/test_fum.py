@@ -128,7 +128,7 @@ def plain_fine_grained_user(model, user, junk_seed=None):
         index = torch.where(mask, index, junk)
     tables = {1: model.fine_words, 4: model.fine_words}
     if c.fine_categories:
-        tables |= {2: model.fine_categories, 3: model.fine_subcategories}
+        tables |= {2: model.fine_category_table, 3: model.fine_subcategory_table}
     if c.fine_entities:
         tables[5] = model.fine_entity_table
     x = torch.zeros(b, h, t, model.fine_words.embedding_dim)
@@ -349,7 +349,7 @@ def test_views_the_data_lacks_are_switched_off(tiny_data):
 def test_official_init(tiny_data):
     vocabs = tiny_data[0]
     model = make_model(vocabs)
-    for table in (model.words, model.fine_words, model.categories, model.fine_categories):
+    for table in (model.words, model.fine_words, model.categories, model.fine_category_table):
         assert table.weight.abs().max() <= 0.05 and not table.weight[0].any()
     assert not model.view_dense.bias.any()
     pretrained = np.random.default_rng(0).normal(size=(len(vocabs.words), 16)).astype(np.float32)

@@ -129,9 +129,7 @@ class FUM(NewsRecModel):
     def __init__(self, config: FUMConfig, context: ModelContext):
         super().__init__()
         c = config
-        views = {"title": c.use_title, "abstract": c.use_abstract, "categories": c.use_categories,
-                 "entities": c.use_entities}
-        if not any(views.values()):
+        if not (c.use_title or c.use_abstract or c.use_categories or c.use_entities):
             raise ValueError("FUM needs at least one news view (use_title, use_abstract, use_categories, "
                              "use_entities)")
         if not (c.coarse or c.fine_grained):
@@ -187,8 +185,8 @@ class FUM(NewsRecModel):
             ff = c.fastformer_dim
             self.fine_words = word_embedding(context, word_dim)  # u^f's own tables, as the official code
             if c.fine_categories:
-                self.fine_categories = nn.Embedding(len(vocabs.categories), word_dim, padding_idx=0)
-                self.fine_subcategories = nn.Embedding(len(vocabs.subcategories), word_dim, padding_idx=0)
+                self.fine_category_table = nn.Embedding(len(vocabs.categories), word_dim, padding_idx=0)
+                self.fine_subcategory_table = nn.Embedding(len(vocabs.subcategories), word_dim, padding_idx=0)
             if c.fine_entities:
                 self.fine_entity_table = nn.Embedding(max(len(vocabs.entities), 2), word_dim, padding_idx=0)
             self.fastformer = Fastformer(ff, c.fastformer_heads, in_dim=word_dim,
@@ -196,8 +194,7 @@ class FUM(NewsRecModel):
             self.token_pool = AdditiveAttention(ff, c.attention_hidden)
             self.fine_news = nn.Linear(ff * (1 + 2 * c.fine_categories), c.fine_news_dim)
             self.fine_click_pool = AdditiveAttention(c.fine_news_dim, c.attention_hidden)
-            both = c.coarse
-            if not both or c.combine == "sum":
+            if not c.coarse or c.combine == "sum":  # u^f mapped to the user vector's size
                 self.fine_out = nn.Linear(c.fine_news_dim, dim)
             elif c.combine == "block":
                 self.coarse_out = nn.Linear(dim, dim - c.fine_user_dim)
@@ -331,7 +328,7 @@ class FUM(NewsRecModel):
         projected once; plus the inverse map [N] into the distinct tokens and their q [U, ff]."""
         tables = {_WORD: self.fine_words, _ABSTRACT: self.fine_words}
         if self.config.fine_categories:
-            tables |= {_CATEGORY: self.fine_categories, _SUBCATEGORY: self.fine_subcategories}
+            tables |= {_CATEGORY: self.fine_category_table, _SUBCATEGORY: self.fine_subcategory_table}
         if self.config.fine_entities:
             tables[_ENTITY] = self.fine_entity_table
         shared = torch.where(kinds == _ABSTRACT, _WORD, kinds)  # abstract words share the word table
