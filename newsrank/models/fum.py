@@ -236,12 +236,13 @@ class FUM(NewsRecModel):
         notes = []
         has_entities = table.entities is not None and bool((table.entities > 1).any())
         has_abstracts = bool((table.abstract != PAD).any())
-        for key, present, what in (("use_entities", has_entities, "entity"), ("fine_entities", has_entities, "entity"),
-                                   ("use_abstract", has_abstracts, "abstract"),
-                                   ("fine_abstract", has_abstracts, "abstract")):
-            if getattr(config, key) and not present:
+        for what, present, keys in (("entity", has_entities, ("use_entities", "fine_entities")),
+                                    ("abstract", has_abstracts, ("use_abstract", "fine_abstract"))):
+            switched = [key for key in keys if getattr(config, key) and not present]
+            for key in switched:
                 setattr(config, key, False)
-                notes.append(f"fum: the training news have no {what} tokens: {key}=false")
+            if switched:
+                notes.append(f"fum: the training news have no {what} tokens: {', '.join(k + '=false' for k in switched)}")
         return notes
 
     # ------------------------------------------------------------------ news
