@@ -65,8 +65,9 @@ def entity_embedding(context: ModelContext, dim: int, vectors: np.ndarray | None
     pretrained entity vectors) when there are some, trainable; else random with ``dim`` dims.
 
     A model that reads entities builds its table with this, so MIND's TransE vectors reach it
-    without model code of its own; with vectors the dimension is theirs (the trainer writes it into
-    the config's ``entity_dim``, so a checkpoint rebuilds the same shapes without the vectors).
+    without model code of its own; with vectors the dimension is theirs, so the model's
+    ``adapt_config`` should write it into its config (``entity_dim``): a checkpoint then rebuilds
+    the same shapes without the vectors (see :func:`adapt_entity_dim`).
     """
     vectors = context.pretrained_entities if vectors is None else vectors
     rows = max(len(context.vocabs.entities), 2)
@@ -78,6 +79,14 @@ def entity_embedding(context: ModelContext, dim: int, vectors: np.ndarray | None
         weights[PAD] = 0.0
         return nn.Embedding.from_pretrained(weights, freeze=False, padding_idx=PAD)
     return nn.Embedding(rows, dim, padding_idx=PAD)
+
+
+def adapt_entity_dim(config, context: ModelContext, field: str = "entity_dim") -> list[str]:
+    """For ``adapt_config``: set ``config.<field>`` to the pretrained entity vectors' dimension."""
+    if context.pretrained_entities is None or getattr(config, field) == context.pretrained_entities.shape[1]:
+        return []
+    setattr(config, field, int(context.pretrained_entities.shape[1]))
+    return [f"{field} = {getattr(config, field)} (the entity vectors' dimension)"]
 
 
 class NewsRecModel(nn.Module):
