@@ -211,3 +211,16 @@ def test_fim_rejects_shapes_the_pooling_cannot_take(synth_dir):
     vocabs, _, _ = load_tiny_splits(synth_dir, config.data)
     with pytest.raises(ValueError, match="history_clicks must be >= "):
         MODELS["fim"](dataclasses.replace(config.model, history_clicks=5), ModelContext(vocabs))
+
+
+def test_fim_match_skips_padding_clicks_exactly(built):
+    """The fast 3-D CNN (padding slots skipped, ReLU after pooling) equals the plain Conv3d -> ReLU ->
+    MaxPool3d stack on cubes whose first click slots are zero."""
+    model, _, _, _ = built["fim"]
+    cfg = model.config
+    lv, k, length = len(cfg.dilations), cfg.history_clicks, cfg.title_words
+    cubes = torch.randn(7, lv, k, length, length, generator=torch.Generator().manual_seed(0))
+    empty = torch.tensor([0, 1, 2, 3, 5, 9, 10])  # 10 = no click at all
+    cubes = cubes * (torch.arange(k)[None, :] >= empty[:, None])[:, None, :, None, None]
+    with torch.no_grad():
+        torch.testing.assert_close(model.match(cubes, empty), model.cnn3d(cubes), rtol=1e-5, atol=1e-6)

@@ -117,17 +117,55 @@ class FIM(NewsRecModel):
     ) -> torch.Tensor:
         cfg = self.config
         lv, length, f, k = len(cfg.dilations), cfg.title_words, cfg.filters, cfg.history_clicks
-        clicks = user.history_vectors * user.history_mask.unsqueeze(-1).to(user.history_vectors.dtype)  # [B, H, D]
-        h = clicks.shape[1]
-        clicks = F.pad(clicks, (0, 0, max(0, k - h), 0))[:, -k:]  # [B, K, D]: the K most recent, right-aligned
-        b, c = candidates.shape[:2]
+        clicks, real = user.history_vectors, user.history_mask  # [B, H, D], [B, H]
+        b, h, d = clicks.shape
+        # Real clicks last, in order (a stable sort of "is real"), then the K most recent, right-aligned.
+        order = torch.argsort(real.to(torch.int8), dim=1, stable=True)  # [B, H]
+        clicks = clicks.gather(1, order.unsqueeze(-1).expand(b, h, d)) * real.gather(1, order).unsqueeze(-1)
+        clicks = F.pad(clicks, (0, 0, max(0, k - h), 0))[:, -k:]  # [B, K, D]
+        empty = k - torch.clamp(real.sum(dim=1), max=k)  # [B] padded click slots, all on the old side
+        c = candidates.shape[1]
         clicks = clicks.view(b, k, lv, length, f).permute(0, 2, 4, 1, 3).reshape(b, lv, f, k * length)  # [B, lv, F, K*L]
-        cands = candidates.view(b, c, lv, length, f).permute(0, 2, 1, 3, 4).reshape(b, lv, c * length, f)  # [B, lv, C*L, F]
+        cands = candidates.view(b, c, lv, length, f).permute(0, 2, 1, 3, 4) / f ** 0.5  # [B, lv, C, L, F], scaled
         # Every word-word similarity of every (candidate, click, level) of the batch in one product.
-        sim = torch.matmul(cands, clicks) / f ** 0.5  # [B, lv, C*L, K*L]
+        sim = torch.matmul(cands.reshape(b, lv, c * length, f), clicks)  # [B, lv, C*L, K*L]
         cubes = sim.view(b, lv, c, length, k, length).permute(0, 2, 1, 4, 3, 5)  # [B, C, lv, K, L, L]
+        empty = empty[:, None].expand(b, c)  # [B, C]
         if mask is None:
-            return self.dense(self.cnn3d(cubes.reshape(b * c, lv, k, length, length))).view(b, c)  # [B, C]
+            return self.dense(self.match(cubes.reshape(b * c, lv, k, length, length), empty.reshape(-1))).view(b, c)
         scores = candidates.new_zeros(b, c)  # padding candidates score 0
-        scores[mask] = self.dense(self.cnn3d(cubes[mask])).squeeze(-1)  # only the real candidates' cubes
+        scores[mask] = self.dense(self.match(cubes[mask], empty[mask])).squeeze(-1)  # only the real candidates
         return scores
+
+    def match(self, cubes: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+        """The 3-D CNN, flattened: [P, features] of cubes [P, lv, K, L, L] whose first ``empty`` [P]
+        click slots are padding (zero matrices).
+
+        Exactly Conv3d -> ReLU -> MaxPool3d per block, computed faster in two exact ways: ReLU after the
+        pooling (max and ReLU commute), and the first convolution skips the padding slots: where its
+        3 x 3 x 3 window sees only zeros its output is its bias, so it runs from the first pooling
+        window that can see a real click, and the windows before are filled with the bias. Cubes are
+        grouped by that start (at most K / pool + 1 groups, never one call per candidate).
+        """
+        pool = self.config.pool
+        layers = list(self.cnn3d)
+        convs = [m for m in layers if isinstance(m, nn.Conv3d)]
+        first = convs[0]
+        start = torch.div(torch.clamp(empty - 1, min=0), pool, rounding_mode="floor") * pool  # [P], a pool multiple
+        start = torch.clamp(start, max=pool * (cubes.shape[2] // pool - 1))  # at least one window computed
+        out = None
+        for skip in torch.unique(start).tolist():
+            rows = (start == skip).nonzero().squeeze(1)  # [p]
+            x = F.max_pool3d(first(cubes[rows, :, skip:]), pool)  # [p, C1, (K - skip) // pool, L', L']
+            if skip:  # windows over padding slots only: the bias
+                n, c1, _, l1, l2 = x.shape
+                filled = first.bias.view(1, c1, 1, 1, 1).expand(n, c1, skip // pool, l1, l2)
+                x = torch.cat([filled, x], dim=2)  # [p, C1, K // pool, L', L']
+            x = torch.relu(x)
+            for conv in convs[1:]:
+                x = torch.relu(F.max_pool3d(conv(x), pool))
+            x = x.flatten(1)  # [p, features]
+            if out is None:
+                out = x.new_empty(len(cubes), x.shape[1])
+            out[rows] = x
+        return out  # [P, features]
