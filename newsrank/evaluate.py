@@ -3,7 +3,11 @@
 Fast path: every news item of the split is encoded once, every impression's user once, and a
 candidate's score is the dot product of the two (``model.score``). Because the training forward
 uses the very same encoders and scorer, this gives the same numbers as scoring each candidate on
-its own (``score_one_at_a_time``; a test checks it).
+its own (``score_one_at_a_time``; a test checks it for every registered model).
+
+Candidate-aware models (``model.candidate_aware``: DKN, FIM) have no user vector to cache: news
+are still encoded once, and the candidates of a batch of impressions are padded to the longest
+impression and scored by one ``model.score_candidates`` call with a candidate mask.
 """
 
 from __future__ import annotations
@@ -41,6 +45,32 @@ def encode_all_news(model: NewsRecModel, news: NewsFeatures, batch_size: int) ->
     return model.encode_news_rows(news, torch.arange(len(news), device=news.title.device), batch_size)
 
 
+def impression_chunks(offsets: np.ndarray, batch_size: int, by_candidates: bool) -> list[tuple[int, int]]:
+    """Consecutive impression ranges [lo, hi): ``batch_size`` impressions each, or, with
+    ``by_candidates``, as many whole impressions as fit in ``batch_size`` candidates (at least one)."""
+    n = len(offsets) - 1
+    if not by_candidates:
+        return [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    chunks, lo = [], 0
+    while lo < n:
+        hi = int(np.searchsorted(offsets, offsets[lo] + batch_size, side="right")) - 1  # last offset that fits
+        hi = min(max(hi, lo + 1), n)
+        chunks.append((lo, hi))
+        lo = hi
+    return chunks
+
+
+def padded_candidates(rows: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat candidate rows [t] of impressions with ``counts`` [b] candidates each, as [b, C] rows
+    (padded with 0, the padding news) and a [b, C] bool mask, C = the largest count."""
+    b = len(counts)
+    width = int(counts.max()) if b else 0
+    mask = torch.arange(width, device=rows.device)[None, :] < counts[:, None]  # [b, C]
+    padded = rows.new_zeros(b, width)  # [b, C]
+    padded[mask] = rows  # row-major order of mask = impression by impression, candidates in order
+    return padded, mask
+
+
 @torch.no_grad()
 def score_behaviors(
     model: NewsRecModel,
@@ -50,7 +80,12 @@ def score_behaviors(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> np.ndarray:
-    """Scores [T] of every candidate of every impression (aligned with ``behaviors.candidates``)."""
+    """Scores [T] of every candidate of every impression (aligned with ``behaviors.candidates``).
+
+    ``batch_size`` counts news when encoding the news table, then impressions per batch; for a
+    candidate-aware model it counts candidates (whole impressions, at least one, per batch), since
+    its cost grows with the candidates rather than with the users.
+    """
     with eval_mode(model):
         news = NewsFeatures.from_table(table, device)
         # Every news item once, unless its vector depends on the user (then per impression batch).
@@ -58,14 +93,14 @@ def score_behaviors(
         offsets = np.asarray(behaviors.offsets)
         candidates = torch.as_tensor(np.array(behaviors.candidates, dtype=np.int64))
         scores = np.empty(len(candidates), dtype=np.float32)
-        steps = range(0, len(behaviors), batch_size)
-        for lo in tqdm(steps, desc="scoring", unit="batch", disable=not progress, leave=False):
-            hi = min(lo + batch_size, len(behaviors))
+        chunks = impression_chunks(offsets, batch_size, model.candidate_aware)
+        for lo, hi in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
             history = torch.as_tensor(np.array(behaviors.history[lo:hi], dtype=np.int64), device=device)
             users = torch.as_tensor(np.array(behaviors.users[lo:hi], dtype=np.int64), device=device)
             # Candidates of these impressions, flat, with the impression each belongs to.
             start, stop = offsets[lo], offsets[hi]
-            owner = torch.as_tensor(np.repeat(np.arange(hi - lo), np.diff(offsets[lo : hi + 1])), device=device)
+            counts = torch.as_tensor(np.diff(offsets[lo : hi + 1]), device=device)  # [b]
+            owner = torch.repeat_interleave(torch.arange(hi - lo, device=device), counts)  # [t]
             cand_rows = candidates[start:stop].to(device)  # [t]
             if news_vectors is None:
                 h = history.shape[1]
@@ -75,6 +110,13 @@ def score_behaviors(
             else:
                 history_vectors = news_vectors[history]  # [b, H, D]
                 cand_vectors = news_vectors[cand_rows]  # [t, D]
+            if model.candidate_aware:
+                # No user vector to cache: all candidates of these impressions in one batched call.
+                padded, mask = padded_candidates(torch.arange(len(cand_rows), device=device), counts)  # [b, C]
+                inputs = UserInputs(history, history != PAD, history_vectors, users, news)
+                flat = model.score_candidates(inputs, cand_vectors[padded], mask)[mask]  # [t]
+                scores[start:stop] = flat.float().cpu().numpy()
+                continue
             # Each distinct (user, history) once: MIND repeats a user's history in every impression
             # of that user, so its user vectors are computed once, not once per impression.
             keys = torch.cat([users[:, None], history], dim=1)  # [b, 1 + H]
@@ -93,7 +135,8 @@ def score_behaviors(
 
 @torch.no_grad()
 def score_one_at_a_time(model: NewsRecModel, table: NewsTable, behaviors: Behaviors) -> np.ndarray:
-    """The slow reference path: each candidate scored by its own pass through both encoders."""
+    """The slow reference path: each candidate scored by its own pass through the encoders (for a
+    candidate-aware model the whole user side is run again for every candidate)."""
     with eval_mode(model):
         news = NewsFeatures.from_table(table)
         offsets = np.asarray(behaviors.offsets)
@@ -102,12 +145,18 @@ def score_one_at_a_time(model: NewsRecModel, table: NewsTable, behaviors: Behavi
             history = torch.as_tensor(np.array(behaviors.history[i : i + 1], dtype=np.int64))  # [1, H]
             users = torch.as_tensor(np.array(behaviors.users[i : i + 1], dtype=np.int64))
             readers = users.expand(history.shape[1])  # [H]: NPA-style models read news as this user
-            history_vectors = model.encode_news(news.take(history[0]), readers)[None]  # [1, H, D]
-            user = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news))
+            user = None
             for t in range(offsets[i], offsets[i + 1]):
+                if user is None or model.candidate_aware:
+                    history_vectors = model.encode_news(news.take(history[0]), readers)[None]  # [1, H, D]
+                    inputs = UserInputs(history, history != PAD, history_vectors, users, news)
+                    user = inputs if model.candidate_aware else model.encode_user(inputs)
                 row = torch.tensor([int(behaviors.candidates[t])])
                 candidate = model.encode_news(news.take(row), users)[None]  # [1, 1, D]
-                scores[t] = float(model.score(user, candidate)[0, 0])
+                if model.candidate_aware:
+                    scores[t] = float(model.score_candidates(user, candidate)[0, 0])
+                else:
+                    scores[t] = float(model.score(user, candidate)[0, 0])
     return scores
 
 

@@ -32,6 +32,7 @@ from .config import RunConfig
 from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
 from .data.embeddings import load_pretrained
+from .data.entities import CONTEXT_FILE, ENTITY_FILE, load_entity_vectors
 from .evaluate import evaluate
 from .metrics import json_ready
 from .models import ModelContext, NewsRecModel, model_class
@@ -61,6 +62,19 @@ def split_dirs(data_dir: str | Path) -> tuple[Path, Path]:
             raise ValueError(f"{data_dir}: expected MIND-format folders train/ and dev/ with news.tsv and "
                              f"behaviors.tsv ({split} is missing them)")
     return train_dir, dev_dir
+
+
+def entity_vectors(train_dir: Path, vocabs, seed: int):
+    """(entity, context) vector matrices aligned with the entity vocabulary from the training split's
+    ``entity_embedding.vec`` / ``context_embedding.vec`` (MIND ships the first), each None when the
+    file is absent; coverage is logged."""
+    out = []
+    for name in (ENTITY_FILE, CONTEXT_FILE):
+        loaded = load_entity_vectors(train_dir, vocabs.entities, name, seed) if len(vocabs.entities) > 2 else None
+        if loaded is not None:
+            log.info("%s: %s", name, loaded[1])
+        out.append(None if loaded is None else loaded[0])
+    return out
 
 
 @dataclass
@@ -109,10 +123,11 @@ def train(
     log.info("train: %d news, %d impressions; dev: %d news, %d impressions",
              len(train_table) - 1, len(train_behaviors), len(dev_table) - 1, len(dev_behaviors))
 
+    context = ModelContext(vocabs, pretrained, tc.freeze_embeddings, *entity_vectors(train_dir, vocabs, tc.seed))
     cls = model_class(config.model_name)
-    for note in cls.adapt_to_data(config.model, train_table):
-        log.info(note)
-    model: NewsRecModel = cls(config.model, ModelContext(vocabs, pretrained, tc.freeze_embeddings)).to(device)
+    for note in cls.adapt_config(config.model, context, train_table):
+        log.info("%s: %s", config.model_name, note)
+    model: NewsRecModel = cls(config.model, context).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
     sampler = TrainSampler(train_behaviors, tc.npratio, tc.batch_size, tc.seed)
     if sampler.dropped:

@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from helpers import TINY_OVERRIDES
 from newsrank.cli import main
 from newsrank.config import ConfigError, apply_overrides, load_config
 from newsrank.models.nrms import NRMSConfig
@@ -124,22 +125,8 @@ def test_trains_on_real_mind_rows(shared_data, tmp_path):
     assert 0.0 <= metrics["auc"] <= 1.0
 
 
-# Tiny settings per model, so that every registered model runs through the CLI in seconds.
-TINY_BY_MODEL = {
-    "nrms": TINY,
-    "lstur": ["--set", "word_dim=16", "--set", "filters=8", "--set", "attention_hidden=8", "--set", "title_len=12",
-              "--set", "history_len=10", "--set", "batch_size=16"],
-    "npa": ["--set", "word_dim=16", "--set", "filters=8", "--set", "user_dim=6", "--set", "attention_hidden=8",
-            "--set", "history_len=10", "--set", "batch_size=16"],
-    "naml": ["--set", "word_dim=16", "--set", "filters=8", "--set", "attention_hidden=8", "--set", "category_dim=4",
-             "--set", "title_len=12", "--set", "abstract_len=20", "--set", "history_len=10", "--set", "batch_size=16"],
-    "fum": ["--set", "word_dim=16", "--set", "heads=2", "--set", "head_dim=4", "--set", "attention_hidden=8",
-            "--set", "category_dim=4", "--set", "entity_dim=4", "--set", "fastformer_dim=8",
-            "--set", "fastformer_heads=2", "--set", "tokens_per_news=14", "--set", "fine_user_dim=3",
-            "--set", "fine_news_dim=6", "--set", "title_len=12",
-            "--set", "abstract_len=20", "--set", "entity_len=4", "--set", "history_len=10",
-            "--set", "batch_size=16"],
-}
+# Tiny settings per model (tests/helpers.py), so that every registered model runs through the CLI in seconds.
+TINY_BY_MODEL = {name: [arg for item in items for arg in ("--set", item)] for name, items in TINY_OVERRIDES.items()}
 
 
 @pytest.mark.parametrize("model", sorted(TINY_BY_MODEL))

@@ -339,12 +339,12 @@ def test_inference_in_token_groups_equals_one_pass(tiny_data, monkeypatch):
 def test_views_the_data_lacks_are_switched_off(tiny_data):
     vocabs, (table, _), _ = tiny_data
     config = FUMConfig(fine_entities=True)
-    assert FUM.adapt_to_data(config, table) == [] and config.use_entities  # the synthetic data has both
+    assert FUM.adapt_config(config, ModelContext(vocabs), table) == [] and config.use_entities  # data has both
     bare = dataclasses.replace(table, entities=np.zeros_like(table.entities), abstract=np.zeros_like(table.abstract))
-    notes = FUM.adapt_to_data(config, bare)
+    notes = FUM.adapt_config(config, ModelContext(vocabs), bare)
     assert not (config.use_entities or config.fine_entities or config.use_abstract or config.fine_abstract)
-    assert notes == ["fum: the training news have no entity tokens: use_entities=false, fine_entities=false",
-                     "fum: the training news have no abstract tokens: use_abstract=false"]
+    assert notes == ["the training news have no entity tokens: use_entities=false, fine_entities=false",
+                     "the training news have no abstract tokens: use_abstract=false"]
 
 
 def test_official_init(tiny_data):
@@ -358,3 +358,14 @@ def test_official_init(tiny_data):
     np.testing.assert_allclose(model.words.weight.detach().numpy(), pretrained)
     np.testing.assert_allclose(model.fine_words.weight.detach().numpy(), pretrained)  # its own copy
     assert model.fine_words.weight.data_ptr() != model.words.weight.data_ptr()
+
+
+def test_entity_view_starts_from_the_entity_vectors(tiny_data):
+    vocabs = tiny_data[0]
+    vectors = np.random.default_rng(1).normal(size=(len(vocabs.entities), 7)).astype(np.float32)
+    context = ModelContext(vocabs, pretrained_entities=vectors)
+    config = dataclasses.replace(TINY)
+    assert FUM.adapt_config(config, context) == ["entity_dim = 7 (the entity vectors' dimension)"]
+    model = FUM(config, context)
+    np.testing.assert_allclose(model.entities.weight[1:].detach().numpy(), vectors[1:])  # kept by the init
+    assert not model.entities.weight[0].any()

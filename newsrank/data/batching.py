@@ -30,6 +30,9 @@ class NewsFeatures:
     # [N, Le] long entity indices, right-padded with PAD; None for features built without them
     # (a model that reads entities then sees none)
     entities: torch.Tensor | None = None
+    # [N, Lt] long entity index of each title word (PAD where none); None when built without it.
+    # ``take`` cuts it to its own width (never wider than the title's): pad it to the title's to align.
+    title_word_entities: torch.Tensor | None = None
 
     @classmethod
     def from_table(cls, table: NewsTable, device: torch.device | str = "cpu") -> "NewsFeatures":

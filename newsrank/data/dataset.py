@@ -26,9 +26,9 @@ import numpy as np
 
 from ..config import DataConfig
 from .mind import Impression, MindFormatError, NewsRecord, read_behaviors, read_news, read_split
-from .vocab import PAD, Vocab, Vocabularies, tokenize
+from .vocab import _TOKEN_PATTERN, PAD, Vocab, Vocabularies, tokenize
 
-CACHE_FORMAT = 2  # bump when the arrays' layout or meaning changes
+CACHE_FORMAT = 3  # bump when the arrays' layout or meaning changes
 
 
 def cache_root() -> Path:
@@ -45,6 +45,9 @@ class NewsTable:
     category: np.ndarray  # [N] int32
     subcategory: np.ndarray  # [N] int32
     entities: np.ndarray  # [N, entity_len] int32 entity indices (title's, then abstract's), PAD-padded
+    # [N, title_len] int32 entity index of each title word (aligned with ``title``; PAD where the word
+    # is no entity mention): DKN's word-entity alignment, from the title entities' OccurrenceOffsets
+    title_word_entities: np.ndarray
 
     def __len__(self) -> int:
         return len(self.news_ids)
@@ -116,6 +119,44 @@ def _entity_matrix(records: list[NewsRecord], vocab: Vocab, length: int) -> np.n
     return out
 
 
+def title_word_entity_ids(record: NewsRecord) -> list[str | None]:
+    """The WikidataId mentioned at each token of ``tokenize(record.title)`` (None where none).
+
+    A mention is MIND's (OccurrenceOffsets[k], SurfaceForms[k]): a character span of the title; every
+    token overlapping it gets the entity. An offset whose span does not hold the surface form (case
+    aside) falls back to the surface form's first occurrence; a form not in the title is skipped.
+    """
+    title = record.title
+    text = title.lower() if len(title.lower()) == len(title) else title  # spans stay in title's characters
+    spans = [m.span() for m in _TOKEN_PATTERN.finditer(text)]
+    out: list[str | None] = [None] * len(spans)
+    for entity in record.title_entities:
+        qid = entity.get("WikidataId")
+        if not isinstance(qid, str) or not qid:
+            continue
+        for offset, form in zip(entity.get("OccurrenceOffsets") or [], entity.get("SurfaceForms") or []):
+            if not isinstance(form, str) or not form:
+                continue
+            if not isinstance(offset, int) or text[offset : offset + len(form)] != form.lower():
+                offset = text.find(form.lower())
+                if offset < 0:
+                    continue
+            end = offset + len(form)
+            for i, (lo, hi) in enumerate(spans):
+                if lo < end and hi > offset and out[i] is None:
+                    out[i] = qid
+    return out
+
+
+def _title_entity_matrix(records: list[NewsRecord], vocab: Vocab, length: int) -> np.ndarray:
+    out = np.zeros((len(records) + 1, length), dtype=np.int32)  # [N, length], row 0 = padding news
+    for row, record in enumerate(records, start=1):
+        for i, qid in enumerate(title_word_entity_ids(record)[:length]):
+            if qid is not None:
+                out[row, i] = vocab.lookup(qid)
+    return out
+
+
 def _token_matrix(texts: list[str], vocab: Vocab, length: int) -> np.ndarray:
     out = np.zeros((len(texts), length), dtype=np.int32)  # [N, length], PAD = 0
     for row, text in enumerate(texts):
@@ -134,6 +175,7 @@ def build_news_table(news: dict[str, NewsRecord], vocabs: Vocabularies, config: 
         category=np.array([PAD] + [cat_lookup(r.category) for r in records], dtype=np.int32),
         subcategory=np.array([PAD] + [sub_lookup(r.subcategory) for r in records], dtype=np.int32),
         entities=_entity_matrix(records, vocabs.entities, config.entity_len),
+        title_word_entities=_title_entity_matrix(records, vocabs.entities, config.title_len),
     )
 
 

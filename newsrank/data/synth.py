@@ -31,6 +31,14 @@ Generative story (all randomness from one ``numpy.random.Generator(PCG64(seed))`
    appended (once per news) to the user's history, which later impressions show, oldest first.
 6. **Split.** Impressions are sorted by time; the latest ``dev_fraction`` go to ``dev``, the rest to
    ``train``. Each split's news.tsv holds every news its behaviors reference (the two overlap).
+7. **Knowledge-graph vectors.** As MIND, each split folder gets ``entity_embedding.vec`` and
+   ``relation_embedding.vec`` (``entity_dim``-d, MIND's ``id<TAB>v1<TAB>...<TAB>`` layout), plus
+   ``context_embedding.vec`` (DKN's context: the mean of an entity's neighbours). An entity's
+   vector is its category's unit-norm centre plus noise (``entity_noise``), and its graph
+   neighbours are the other entities of its category, so an entity's vector and its neighbourhood
+   both carry the topic that drives clicks. Relations (a few WikiData property ids) are random.
+   These come from a second generator (seed ``[seed, 1]``), so news.tsv and behaviors.tsv are
+   byte-for-byte what they were before the vectors existed.
 
 The user's interest is recoverable from the titles of the news in the history, and it dominates the
 click decision, so a history-based content model beats popularity (see ``popularity_baseline_auc``).
@@ -46,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .entities import CONTEXT_FILE, ENTITY_FILE, RELATION_FILE, context_vectors, write_vectors
 from .mind import format_times, write_lines
 
 __all__ = ["SynthConfig", "write_synthetic_mind", "popularity_baseline_auc"]
@@ -90,6 +99,8 @@ class SynthConfig:
     common_words: int = 150  # shared vocabulary size
     entities_per_category: int = 6
     entity_rate: float = 0.35  # probability that a title (and, independently, an abstract) mentions an entity
+    entity_dim: int = 100  # size of the written entity / relation / context vectors (MIND's: 100)
+    entity_noise: float = 0.5  # std (times 1/sqrt(entity_dim)) of an entity vector around its category centre
     popularity_sigma: float = 1.0  # log-popularity ~ N(0, sigma)
     activity_sigma: float = 1.0  # log user activity weight ~ N(0, sigma)
     focus_alpha: float = 2.0  # Dirichlet concentration on each of the user's 1-3 focus categories
@@ -115,6 +126,8 @@ class SynthConfig:
             raise ValueError("common_words must be <= 1000 (one-syllable words run out)")
         if min(self.subcategory_words, self.category_words, self.common_words, self.entities_per_category) < 1:
             raise ValueError("vocabulary and entity sizes must be >= 1")
+        if self.entity_dim < 1 or self.entity_noise < 0:
+            raise ValueError("entity_dim must be >= 1 and entity_noise >= 0")
 
 
 def write_synthetic_mind(out_dir: str | Path, config: SynthConfig) -> dict:
@@ -139,8 +152,11 @@ def write_synthetic_mind(out_dir: str | Path, config: SynthConfig) -> dict:
     out = Path(out_dir)
     summary: dict = {"news": cfg.news, "users": cfg.users}
     bounds = {"train": (0, n_train), "dev": (n_train, cfg.impressions)}
+    graph = _graph_vectors(cfg, world)
     for split, (lo, hi) in bounds.items():
         (out / split).mkdir(parents=True, exist_ok=True)
+        for name, (ids, matrix) in graph.items():
+            write_vectors(out / split / name, ids, matrix)
         rows = np.flatnonzero(referenced[split])
         write_lines(out / split / "news.tsv", [news_lines[i] for i in rows])
         write_lines(out / split / "behaviors.tsv", lines[lo:hi])
@@ -209,6 +225,24 @@ def _make_world(rng: np.random.Generator, cfg: SynthConfig) -> dict:
     return {"sub_cat": sub_cat, "sub_names": sub_names, "cat_share": rng.dirichlet(np.full(n_cat, 2.0)),
             "sub_share": sub_share, "words": np.array(common + cat_vocab + sub_vocab, dtype=object),
             "entities": entities}
+
+
+def _graph_vectors(cfg: SynthConfig, world: dict) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Entity, relation and context vectors by file name (see step 7 of the module docstring)."""
+    rng = np.random.Generator(np.random.PCG64([cfg.seed, 1]))  # apart from the text and click stream
+    d = cfg.entity_dim
+    centres = rng.normal(size=(len(CATEGORIES), d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    ids = [qid for per_category in world["entities"] for _, _, qid in per_category]
+    category = np.repeat(np.arange(len(CATEGORIES)), [len(e) for e in world["entities"]])
+    entities = centres[category] + cfg.entity_noise / np.sqrt(d) * rng.normal(size=(len(ids), d))
+    neighbours = {ids[i]: [ids[j] for j in np.flatnonzero(category == category[i]) if j != i]
+                  for i in range(len(ids))}
+    relation_ids = ["P31", "P17", "P131", "P361", "P279", "P106"]
+    relations = rng.normal(size=(len(relation_ids), d)) / np.sqrt(d)
+    entities = entities.astype(np.float32)
+    return {ENTITY_FILE: (ids, entities), RELATION_FILE: (relation_ids, relations.astype(np.float32)),
+            CONTEXT_FILE: (ids, context_vectors(ids, entities, neighbours))}
 
 
 def _pseudo_words(rng: np.random.Generator, count: int, min_syl: int, max_syl: int, taken: set[str]) -> list[str]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from .base import ModelContext, NewsRecModel
+from .dkn import DKN
+from .fim import FIM
 from .fum import FUM
+from .gru import GRU
 from .lstur import LSTUR
 from .naml import NAML
 from .npa import NPA
@@ -15,6 +18,9 @@ MODELS: dict[str, type[NewsRecModel]] = {
     "npa": NPA,
     "naml": NAML,
     "fum": FUM,
+    "gru": GRU,
+    "dkn": DKN,
+    "fim": FIM,
 }
 
 

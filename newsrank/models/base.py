@@ -1,9 +1,25 @@
 """The shape every news recommender has: a news encoder, a user encoder and a scorer.
 
-The trainer and the evaluator only call the three methods below, so a new model is one file that
+The trainer and the evaluator only call the methods below, so a new model is one file that
 implements them. ``forward`` (training) encodes each distinct news item of a batch once: in a batch
 of 32 impressions x (50 clicks + 5 candidates) most rows are padding or repeats, and encoding them
 is where the time goes.
+
+Two kinds of models, one contract:
+
+* **Cacheable** (the default; NRMS, LSTUR, NPA, NAML, FUM, GRU): the user vector depends on the
+  history only. A model implements ``encode_user`` (and optionally ``score``); evaluation encodes
+  each distinct user once and scores candidates by ``score(user, candidate)``.
+* **Candidate-aware** (``candidate_aware = True``; DKN, FIM): the user side reads each candidate
+  (DKN attends over the clicks with the candidate as query; FIM matches the candidate's words with
+  every clicked word). There is no user vector to cache; such a model implements
+  ``score_candidates(user, candidates, mask)``, which scores all candidates of a batch of
+  impressions in one batched call. News are still encoded once per news item (the "news vector"
+  may be a flattened token-level state, as FIM's is).
+
+Training (``forward``), the fast evaluator, ``predict`` and the one-at-a-time reference path all go
+through ``score_candidates``, whose default is ``score(encode_user(user), candidates)``, so neither
+kind needs special cases of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +41,12 @@ class ModelContext:
     vocabs: Vocabularies
     pretrained_words: np.ndarray | None = None  # [len(words), dim] or None (random init)
     freeze_words: bool = False
+    # [len(entities), dim] entity vectors (MIND's entity_embedding.vec, TransE) or None (random init);
+    # see newsrank.data.entities.load_entity_vectors and entity_embedding below
+    pretrained_entities: np.ndarray | None = None
+    # [len(entities), dim] context vectors (mean of an entity's knowledge-graph neighbours, DKN's
+    # context_embedding) or None when the data has none
+    pretrained_contexts: np.ndarray | None = None
 
 
 def word_embedding(context: ModelContext, dim: int) -> nn.Embedding:
@@ -39,19 +61,56 @@ def word_embedding(context: ModelContext, dim: int) -> nn.Embedding:
     return nn.Embedding(len(context.vocabs.words), dim, padding_idx=0)
 
 
+def entity_embedding(context: ModelContext, dim: int, vectors: np.ndarray | None = None) -> nn.Embedding:
+    """Entity embedding (row 0 = padding, zero) initialised from ``vectors`` (default: the context's
+    pretrained entity vectors) when there are some, trainable; else random with ``dim`` dims.
+
+    A model that reads entities builds its table with this, so MIND's TransE vectors reach it
+    without model code of its own; with vectors the dimension is theirs, so the model's
+    ``adapt_config`` should write it into its config (``entity_dim``): a checkpoint then rebuilds
+    the same shapes without the vectors (see :func:`adapt_entity_dim`).
+    """
+    vectors = context.pretrained_entities if vectors is None else vectors
+    rows = max(len(context.vocabs.entities), 2)
+    if vectors is not None:
+        if len(vectors) != len(context.vocabs.entities):
+            raise ValueError(f"entity vectors have {len(vectors)} rows, the entity vocabulary "
+                             f"{len(context.vocabs.entities)}")
+        weights = torch.as_tensor(np.asarray(vectors), dtype=torch.float32).clone()
+        weights[PAD] = 0.0
+        return nn.Embedding.from_pretrained(weights, freeze=False, padding_idx=PAD)
+    return nn.Embedding(rows, dim, padding_idx=PAD)
+
+
+def adapt_entity_dim(config, context: ModelContext, field: str = "entity_dim") -> list[str]:
+    """For ``adapt_config``: set ``config.<field>`` to the pretrained entity vectors' dimension."""
+    if context.pretrained_entities is None or getattr(config, field) == context.pretrained_entities.shape[1]:
+        return []
+    setattr(config, field, int(context.pretrained_entities.shape[1]))
+    return [f"{field} = {getattr(config, field)} (the entity vectors' dimension)"]
+
+
 class NewsRecModel(nn.Module):
-    """Base class: subclasses implement ``encode_news`` and ``encode_user``."""
+    """Base class: subclasses implement ``encode_news`` and either ``encode_user`` (cacheable) or,
+    with ``candidate_aware = True``, ``score_candidates``."""
 
     #: True when a news vector depends on the user who reads it (NPA's personalized attention). Then
     #: news cannot be encoded once for everybody: training and evaluation encode each distinct
     #: (user, news) pair instead, and ``encode_news`` receives the user of every row.
     user_conditioned_news: bool = False
+    #: True when the user side reads the candidate (DKN's candidate attention, FIM's word matching):
+    #: user vectors cannot be cached, and the model implements ``score_candidates`` instead of
+    #: ``encode_user``. The evaluator then scores the padded candidates of a batch of impressions in
+    #: one call (``eval_batch_size`` counts candidates there) and still encodes each news item once.
+    candidate_aware: bool = False
 
     @classmethod
-    def adapt_to_data(cls, config, table) -> list[str]:
-        """Switch off, in the model ``config``, parts that the training news ``table`` cannot feed
-        (e.g. an entity view on data without entities); one message per change, which the trainer
-        logs. Runs before the model is built, so checkpoints record the adapted config."""
+    def adapt_config(cls, config, context: ModelContext, table=None) -> list[str]:
+        """Fit ``config`` (the model's config dataclass) to the data before the model is built, e.g.
+        switch off a view or channel the data cannot feed or take the dimension of pretrained
+        vectors; ``table`` is the training split's ``NewsTable`` when the caller has it. Returns
+        one line per change for the trainer to log. The trainer saves the adapted config, so a
+        checkpoint rebuilds the same layers without the data. Default: nothing to adapt."""
         return []
 
     def text_fields(self) -> tuple[str, ...]:
@@ -111,6 +170,15 @@ class NewsRecModel(nn.Module):
         unique, inverse = torch.unique(keys, return_inverse=True)
         return self.encode_news_rows(news, unique % len(news), users=unique // len(news))[inverse]
 
+    def score_candidates(
+        self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores [B, C] of candidates [B, C, D] (news vectors) for the impressions ``user`` describes;
+        ``mask`` [B, C] bool marks real candidates (padding candidates may score anything; None = all
+        real). Cacheable models keep this default; candidate-aware models override it, and a
+        candidate's score must not depend on the other candidates of its impression."""
+        return self.score(self.encode_user(user), candidates)
+
     def score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Raw dot products [B, C] of users [B, D] and candidates [B, C, D].
 
@@ -128,5 +196,5 @@ class NewsRecModel(nn.Module):
         vectors = self.encode_pairs(news, rows, readers)  # [B*H + B*C, D]
         history_vectors = vectors[: b * h].view(b, h, -1)  # [B, H, D]
         candidate_vectors = vectors[b * h :].view(b, c, -1)  # [B, C, D]
-        user = self.encode_user(UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news))
-        return self.score(user, candidate_vectors)
+        user = UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news)
+        return self.score_candidates(user, candidate_vectors)

@@ -4,7 +4,7 @@ Defaults follow the official code (taoqi98/FUM, ``Codes/Models.py``); every swit
 measured on ``mlsmall_mind`` (README, "FUM").
 
 News encoder (views switchable; a view the training data cannot feed is switched off by the
-trainer with one log line, see ``adapt_to_data``):
+trainer with one log line, see ``adapt_config``):
 
 - title view: word embedding -> dropout -> multi-head self-attention -> dropout -> additive
   attention over the words (as NRMS), ``heads * head_dim`` dims;
@@ -69,7 +69,7 @@ from ..data.dataset import NewsTable
 from ..data.vocab import PAD
 from ..fastformer import Fastformer
 from ..layers import AdditiveAttention, MultiHeadSelfAttention, segment_softmax
-from .base import ModelContext, NewsRecModel, word_embedding
+from .base import ModelContext, NewsRecModel, adapt_entity_dim, entity_embedding, word_embedding
 
 # token kinds of the fine-grained sequence
 _WORD, _CATEGORY, _SUBCATEGORY, _ABSTRACT, _ENTITY = 1, 2, 3, 4, 5
@@ -167,7 +167,7 @@ class FUM(NewsRecModel):
             self.subcategory_dense = nn.Linear(c.category_dim, dim if attention else c.category_dim)
             sizes += [c.category_dim] * 2
         if c.use_entities:
-            self.entities = nn.Embedding(max(len(vocabs.entities), 2), c.entity_dim, padding_idx=0)
+            self.entities = entity_embedding(context, c.entity_dim)  # MIND's TransE vectors when given
             self.entity_pool = AdditiveAttention(c.entity_dim, c.attention_hidden)
             if attention:
                 self.entity_dense = nn.Linear(c.entity_dim, dim)
@@ -202,15 +202,18 @@ class FUM(NewsRecModel):
             else:
                 self.combine = nn.Linear(dim + c.fine_news_dim, dim)
         if c.init == "official":
-            self._official_init(pretrained=context.pretrained_words is not None)
+            pretrained = [self.words, getattr(self, "fine_words", None)] if context.pretrained_words is not None else []
+            if context.pretrained_entities is not None and c.use_entities:
+                pretrained.append(self.entities)
+            self._official_init(keep=pretrained)
 
     @staticmethod
     def _extra_tokens(c: FUMConfig) -> int:
         return c.fine_abstract * c.fine_abstract_len + c.fine_entities * c.fine_entity_len
 
-    def _official_init(self, pretrained: bool) -> None:
+    def _official_init(self, keep: list[nn.Module]) -> None:
         """Keras' defaults, as the official code gets them: glorot-uniform dense weights (each of
-        q, k, v on its own), zero biases, embeddings U(-0.05, 0.05) unless pretrained."""
+        q, k, v on its own), zero biases, embeddings U(-0.05, 0.05) except the pretrained ones in ``keep``."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -224,16 +227,19 @@ class FUM(NewsRecModel):
                     bound = math.sqrt(6.0 / (module.dim + module.heads))
                     nn.init.uniform_(w, -bound, bound)
             elif isinstance(module, nn.Embedding):
-                if pretrained and (module is self.words or module is getattr(self, "fine_words", None)):
+                if any(module is kept for kept in keep):
                     continue
                 nn.init.uniform_(module.weight, -0.05, 0.05)
                 with torch.no_grad():
                     module.weight[0].zero_()  # padding row
 
     @classmethod
-    def adapt_to_data(cls, config: FUMConfig, table: NewsTable) -> list[str]:
-        """Switch off the views the training news cannot feed (no entities, no abstracts)."""
-        notes = []
+    def adapt_config(cls, config: FUMConfig, context: ModelContext, table: NewsTable | None = None) -> list[str]:
+        """Switch off the views the training news cannot feed (no entities, no abstracts); the
+        entity view takes the dimension of MIND's entity vectors when the data has them."""
+        notes = adapt_entity_dim(config, context) if config.use_entities else []
+        if table is None:
+            return notes
         has_entities = table.entities is not None and bool((table.entities > 1).any())
         has_abstracts = bool((table.abstract != PAD).any())
         for what, present, keys in (("entity", has_entities, ("use_entities", "fine_entities")),
@@ -242,7 +248,7 @@ class FUM(NewsRecModel):
             for key in switched:
                 setattr(config, key, False)
             if switched:
-                notes.append(f"fum: the training news have no {what} tokens: {', '.join(k + '=false' for k in switched)}")
+                notes.append(f"the training news have no {what} tokens: {', '.join(k + '=false' for k in switched)}")
         return notes
 
     # ------------------------------------------------------------------ news

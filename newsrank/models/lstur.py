@@ -59,16 +59,14 @@ class LSTURConfig:
     user_mask_prob: float = 0.5  # training only: chance that a sample's long-term vector is zeroed
 
 
-class LSTUR(NewsRecModel):
-    config_class = LSTURConfig
+class CNNNewsGRU(NewsRecModel):
+    """What LSTUR and the GRU baseline share: the CNN title encoder (with optional topic embeddings)
+    and a GRU over the real clicks (packed). Subclasses call ``build_news_encoder`` in ``__init__``;
+    their config needs word_dim, filters, window, attention_hidden, dropout, use_categories and
+    category_dim."""
 
-    def __init__(self, config: LSTURConfig, context: ModelContext):
-        super().__init__()
-        if config.mode not in ("ini", "con"):
-            raise ValueError(f"mode must be 'ini' or 'con', got {config.mode!r}")
-        if not 0.0 <= config.user_mask_prob <= 1.0:
-            raise ValueError(f"user_mask_prob must be in [0, 1], got {config.user_mask_prob}")
-        self.config = config
+    def build_news_encoder(self, config, context: ModelContext) -> int:
+        """Create the news encoder's layers; returns the news dimension D."""
         self.words = word_embedding(context, config.word_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.cnn = TextCNN(self.words.embedding_dim, config.filters, config.window)
@@ -80,11 +78,7 @@ class LSTUR(NewsRecModel):
                                               padding_idx=PAD)
             dim += 2 * config.category_dim
         self.news_dim = dim
-        self.user_ids = nn.Embedding(len(context.vocabs.users), dim, padding_idx=PAD)
-        nn.init.zeros_(self.user_ids.weight)
-        self.gru = nn.GRU(dim, dim, batch_first=True)
-        if config.mode == "con":
-            self.combine = nn.Linear(2 * dim, dim)
+        return dim
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         mask = news.title != PAD  # [N, L]
@@ -96,15 +90,6 @@ class LSTUR(NewsRecModel):
         return torch.cat(
             [title, self.categories(news.category), self.subcategories(news.subcategory)], dim=-1
         )  # [N, filters + 2 * category_dim]
-
-    def long_term(self, users: torch.Tensor) -> torch.Tensor:
-        """[B, D] long-term vectors; in training each is zeroed with probability user_mask_prob."""
-        long = self.user_ids(users)  # [B, D]
-        p = self.config.user_mask_prob
-        if self.training and p > 0:
-            keep = torch.rand(long.shape[0], 1, device=long.device) >= p  # [B, 1], one draw per sample
-            long = long * keep.to(long.dtype)
-        return long
 
     def short_term(self, vectors: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
         """[B, D] final GRU state over the real clicks of each row (in order), from ``initial`` [B, D];
@@ -122,6 +107,33 @@ class LSTUR(NewsRecModel):
         if len(rows) == b:
             return last[0]
         return initial.index_copy(0, rows, last[0])  # [B, D]
+
+
+class LSTUR(CNNNewsGRU):
+    config_class = LSTURConfig
+
+    def __init__(self, config: LSTURConfig, context: ModelContext):
+        super().__init__()
+        if config.mode not in ("ini", "con"):
+            raise ValueError(f"mode must be 'ini' or 'con', got {config.mode!r}")
+        if not 0.0 <= config.user_mask_prob <= 1.0:
+            raise ValueError(f"user_mask_prob must be in [0, 1], got {config.user_mask_prob}")
+        self.config = config
+        dim = self.build_news_encoder(config, context)
+        self.user_ids = nn.Embedding(len(context.vocabs.users), dim, padding_idx=PAD)
+        nn.init.zeros_(self.user_ids.weight)
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+        if config.mode == "con":
+            self.combine = nn.Linear(2 * dim, dim)
+
+    def long_term(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, D] long-term vectors; in training each is zeroed with probability user_mask_prob."""
+        long = self.user_ids(users)  # [B, D]
+        p = self.config.user_mask_prob
+        if self.training and p > 0:
+            keep = torch.rand(long.shape[0], 1, device=long.device) >= p  # [B, 1], one draw per sample
+            long = long * keep.to(long.dtype)
+        return long
 
     def encode_user(self, user: UserInputs) -> torch.Tensor:
         long = self.long_term(user.users)  # [B, D]

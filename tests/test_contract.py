@@ -1,0 +1,226 @@
+"""The model contract, checked on every registered model (cacheable and candidate-aware alike):
+fast evaluation == one-at-a-time, padding invariance, batch-order invariance, candidate
+independence; plus the new models' own checks (GRU recurrence, DKN channels, FIM shapes, learning)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import assert_fast_equals_slow, load_tiny_splits, overfit_losses, tiny_run_config
+from newsrank.data.batching import NewsFeatures, TrainBatch, TrainSampler, UserInputs
+from newsrank.data.entities import CONTEXT_FILE, ENTITY_FILE, load_entity_vectors
+from newsrank.evaluate import encode_all_news, impression_chunks, padded_candidates
+from newsrank.models import MODELS, ModelContext
+
+ALL = sorted(MODELS)
+
+
+@pytest.fixture(scope="module")
+def built(synth_dir):
+    """name -> (model, vocabs, train split, dev split): every model at its tiny settings, eval mode,
+    with the synthetic entity and context vectors."""
+    out = {}
+    for name in ALL:
+        config = tiny_run_config(name)
+        vocabs, train, dev = load_tiny_splits(synth_dir, config.data)
+        context = ModelContext(vocabs,
+                               pretrained_entities=load_entity_vectors(synth_dir / "train", vocabs.entities)[0],
+                               pretrained_contexts=load_entity_vectors(synth_dir / "train", vocabs.entities,
+                                                                       CONTEXT_FILE)[0])
+        cls = MODELS[name]
+        cls.adapt_config(config.model, context)
+        torch.manual_seed(3)
+        model = cls(config.model, context).eval()
+        if hasattr(model, "user_ids"):  # LSTUR starts its user table at zeros: make it matter
+            with torch.no_grad():
+                model.user_ids.weight.normal_(0.0, 0.5)
+                model.user_ids.weight[0] = 0.0
+        out[name] = (model, vocabs, train, dev)
+    return out
+
+
+def test_candidate_aware_models_are_declared():
+    assert {name for name, cls in MODELS.items() if cls.candidate_aware} == {"dkn", "fim"}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_fast_scores_equal_one_at_a_time_scores(built, name):
+    model, _, _, (table, behaviors) = built[name]
+    assert_fast_equals_slow(model, table, behaviors)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_scores_ignore_history_and_title_padding(built, name):
+    model, _, (table, behaviors), _ = built[name]
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=3, batch_size=8, seed=1).epoch(0))
+    logits = model(batch, news)
+    padded = TrainBatch(torch.cat([torch.zeros(8, 5, dtype=torch.long), batch.history], dim=1), batch.candidates,
+                        batch.users)
+    torch.testing.assert_close(model(padded, news), logits, rtol=1e-5, atol=1e-5)
+    # News vectors do not depend on how wide their batch's token columns are.
+    rows = torch.arange(1, 12)
+    users = torch.ones(len(rows), dtype=torch.long)
+    wide = {f.name: getattr(news, f.name)[rows] for f in dataclasses.fields(news)}
+    wide = NewsFeatures(**{k: torch.cat([v, torch.zeros(len(rows), 3, dtype=v.dtype)], dim=1) if v.dim() == 2 else v
+                           for k, v in wide.items()})
+    torch.testing.assert_close(model.encode_news(wide, users), model.encode_news(news.take(rows), users),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_scores_do_not_depend_on_batch_order(built, name):
+    model, _, (table, behaviors), _ = built[name]
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=3, batch_size=8, seed=2).epoch(0))
+    logits = model(batch, news)
+    assert logits.shape == (8, 4) and torch.isfinite(logits).all()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    shuffled = TrainBatch(batch.history[perm], batch.candidates[perm], batch.users[perm])
+    torch.testing.assert_close(model(shuffled, news), logits[perm], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dkn", "fim"])
+def test_a_candidate_score_ignores_the_other_candidates(built, name):
+    model, _, (table, behaviors), _ = built[name]
+    news = NewsFeatures.from_table(table)
+    vectors = encode_all_news(model, news, 64)
+    history = torch.as_tensor(np.array(behaviors.history[:3], dtype=np.int64))
+    inputs = UserInputs(history, history != 0, vectors[history], torch.ones(3, dtype=torch.long), news)
+    cands = torch.tensor([[5, 6, 7], [8, 9, 0], [10, 0, 0]])
+    mask = cands != 0
+    full = model.score_candidates(inputs, vectors[cands], mask)
+    garbage = vectors[cands].clone()
+    garbage[~mask] = torch.randn(int((~mask).sum()), garbage.shape[-1]) * 10
+    torch.testing.assert_close(model.score_candidates(inputs, garbage, mask)[mask], full[mask])
+    alone = model.score_candidates(inputs.take(torch.tensor([0])), vectors[cands[:1, 1:2]])  # one candidate
+    torch.testing.assert_close(alone[0, 0], full[0, 1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gru", "dkn", "fim"])
+def test_new_models_overfit_one_batch(synth_dir, name):
+    config = tiny_run_config(name)
+    if hasattr(config.model, "dropout"):
+        config.model.dropout = 0.0
+    vocabs, (table, behaviors), _ = load_tiny_splits(synth_dir, config.data)
+    torch.manual_seed(0)
+    model = MODELS[name](config.model, ModelContext(vocabs))
+    first, last = overfit_losses(model, table, behaviors, steps=60)
+    assert first > 1.2  # about log(5) at the start
+    assert last < 0.2
+
+
+def test_evaluator_chunks_whole_impressions_by_candidates():
+    offsets = np.array([0, 3, 5, 12, 13, 15])
+    assert impression_chunks(offsets, 2, by_candidates=False) == [(0, 2), (2, 4), (4, 5)]
+    # At most 5 candidates per chunk, whole impressions, at least one impression each.
+    assert impression_chunks(offsets, 5, by_candidates=True) == [(0, 2), (2, 3), (3, 5)]
+    padded, mask = padded_candidates(torch.tensor([4, 5, 6, 7, 8]), torch.tensor([2, 3]))
+    assert padded.tolist() == [[4, 5, 0], [6, 7, 8]] and mask.tolist() == [[True, True, False], [True] * 3]
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+def test_gru_user_is_the_last_state_over_the_real_clicks(built):
+    model, _, (table, behaviors), _ = built["gru"]
+    news = NewsFeatures.from_table(table)
+    vectors = encode_all_news(model, news, 64)
+    history = torch.as_tensor(np.array(behaviors.history[:6], dtype=np.int64))
+    users = model.encode_user(UserInputs(history, history != 0, vectors[history], torch.ones(6, dtype=torch.long),
+                                         news))
+    for i in range(6):
+        clicks = vectors[history[i][history[i] != 0]]  # [k, D], oldest first
+        state = torch.zeros(1, 1, vectors.shape[1])
+        if len(clicks):
+            _, state = model.gru(clicks[None], state)
+        torch.testing.assert_close(users[i], state[0, 0], rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- DKN
+
+
+def test_dkn_reads_entity_and_context_vectors(built, synth_dir):
+    model, vocabs, _, _ = built["dkn"]
+    assert model.config.use_entities and model.config.use_context and model.entities.embedding_dim == 100
+    vectors, coverage = load_entity_vectors(synth_dir / "train", vocabs.entities)
+    assert coverage.found == coverage.total > 0
+    np.testing.assert_allclose(model.entities.weight[2:].detach().numpy(), vectors[2:], atol=1e-6)
+    contexts, _ = load_entity_vectors(synth_dir / "train", vocabs.entities, CONTEXT_FILE)
+    np.testing.assert_allclose(model.contexts.weight[2:].detach().numpy(), contexts[2:], atol=1e-6)
+
+
+def test_dkn_entity_channel_changes_the_news_vector(built):
+    model, _, (table, _), _ = built["dkn"]
+    news = NewsFeatures.from_table(table)
+    rows = torch.as_tensor(np.flatnonzero((np.asarray(table.title_word_entities) != 0).any(axis=1))[:5])
+    assert len(rows) == 5  # synthetic titles mention entities, aligned with their words
+    plain = dataclasses.replace(news, title_word_entities=torch.zeros_like(news.title_word_entities))
+    assert not torch.allclose(model.encode_news(news.take(rows)), model.encode_news(plain.take(rows)))
+
+
+def test_dkn_without_entity_data_runs_on_words_and_says_so(synth_dir, caplog):
+    config = tiny_run_config("dkn")
+    vocabs, _, _ = load_tiny_splits(synth_dir, config.data)
+    empty = dataclasses.replace(vocabs, entities=type(vocabs.entities)([]))
+    notes = MODELS["dkn"].adapt_config(config.model, ModelContext(empty))
+    assert not config.model.use_entities and not config.model.use_context
+    assert any("word channel only" in n for n in notes)
+    model = MODELS["dkn"](config.model, ModelContext(empty))
+    assert model.convs[0].in_channels == 1
+    # Entities but no context file: the context channel alone goes.
+    config = tiny_run_config("dkn")
+    notes = MODELS["dkn"].adapt_config(config.model, ModelContext(vocabs))
+    assert config.model.use_entities and not config.model.use_context
+    assert any("context channel off" in n for n in notes)
+
+
+def test_trainer_logs_dkn_channels_and_entity_coverage(synth_dir, tmp_path, caplog):
+    from newsrank.cli import main
+
+    from helpers import TINY_OVERRIDES
+
+    args = [arg for item in TINY_OVERRIDES["dkn"] + ["epoch_batches=2"] for arg in ("--set", item)]
+    with caplog.at_level(logging.INFO, logger="newsrank"):
+        assert main(["train", "--model", "dkn", "--data", str(synth_dir), "--out", str(tmp_path / "run"),
+                     "--epochs", "1", *args]) == 0
+    text = caplog.text
+    assert ENTITY_FILE in text and "(100.0%) have 100-d vectors" in text
+    assert "channels: words, entities, contexts" in text
+
+
+# --------------------------------------------------------------------------- FIM
+
+
+def test_fim_news_vector_is_the_flattened_hdc_stack(built):
+    model, _, (table, _), _ = built["fim"]
+    cfg = model.config
+    news = NewsFeatures.from_table(table)
+    out = model.encode_news(news.take(torch.arange(0, 4)))
+    assert out.shape == (4, len(cfg.dilations) * cfg.title_words * cfg.filters)
+    assert torch.count_nonzero(out[0]) == 0  # the padding news: every level zeroed
+
+
+def test_fim_rejects_shapes_the_pooling_cannot_take(synth_dir):
+    config = tiny_run_config("fim")
+    vocabs, _, _ = load_tiny_splits(synth_dir, config.data)
+    with pytest.raises(ValueError, match="history_clicks must be >= "):
+        MODELS["fim"](dataclasses.replace(config.model, history_clicks=5), ModelContext(vocabs))
+
+
+def test_fim_match_skips_padding_clicks_exactly(built):
+    """The fast 3-D CNN (padding slots skipped, ReLU after pooling) equals the plain Conv3d -> ReLU ->
+    MaxPool3d stack on cubes whose first click slots are zero."""
+    model, _, _, _ = built["fim"]
+    cfg = model.config
+    lv, k, length = len(cfg.dilations), cfg.history_clicks, cfg.title_words
+    cubes = torch.randn(7, lv, k, length, length, generator=torch.Generator().manual_seed(0))
+    empty = torch.tensor([0, 1, 2, 3, 5, 9, 10])  # 10 = no click at all
+    cubes = cubes * (torch.arange(k)[None, :] >= empty[:, None])[:, None, :, None, None]
+    with torch.no_grad():
+        torch.testing.assert_close(model.match(cubes, empty), model.cnn3d(cubes), rtol=1e-5, atol=1e-6)
