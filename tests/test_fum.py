@@ -338,7 +338,7 @@ def test_inference_in_token_groups_equals_one_pass(tiny_data, monkeypatch):
 
 def test_views_the_data_lacks_are_switched_off(tiny_data):
     vocabs, (table, _), _ = tiny_data
-    config = FUMConfig(fine_entities=True)
+    config = FUMConfig(use_abstract=True, fine_entities=True)
     assert FUM.adapt_config(config, ModelContext(vocabs), table) == [] and config.use_entities  # data has both
     bare = dataclasses.replace(table, entities=np.zeros_like(table.entities), abstract=np.zeros_like(table.abstract))
     notes = FUM.adapt_config(config, ModelContext(vocabs), bare)

@@ -86,7 +86,7 @@ class FUMConfig:
     category_dim: int = 100  # category and subcategory embedding (and view) size
     entity_dim: int = 100  # entity embedding size (MIND's TransE vectors have 100)
     use_title: bool = True  # news encoder: title view
-    use_abstract: bool = True  # news encoder: abstract view
+    use_abstract: bool = False  # news encoder: abstract view (off: no gain here at ~4x the training cost; see README)
     use_categories: bool = True  # news encoder: category and subcategory views
     use_entities: bool = True  # news encoder: entity view
     view_combine: Literal["concat", "attention"] = "concat"  # views -> news vector: dense over the concatenation, or attention
