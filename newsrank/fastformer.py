@@ -94,13 +94,22 @@ class Fastformer(nn.Module):
         if mask is not None and not padding_is_zero:
             q = q.masked_fill(~mask[:, :, None, None], 0.0)
             k = k.masked_fill(~mask[:, :, None, None], 0.0)
-        mask = None if mask is None else mask[:, None, :]  # [B, 1, L]
-        alpha = torch.einsum("blhd,hd->bhl", q, self.query_att) / scale  # [B, H, L]
-        alpha = self.attention_dropout(torch.softmax(masked_fill_min(alpha, mask), dim=-1))
-        global_q = torch.einsum("bhl,blhd->bhd", alpha, q)  # [B, H, d]
-        beta = torch.einsum("blhd,bhd->bhl", k, global_q * self.key_att) / scale  # [B, H, L]
-        beta = self.attention_dropout(torch.softmax(masked_fill_min(beta, mask), dim=-1))
-        return global_q * torch.einsum("bhl,blhd->bhd", beta, k)  # [B, H, d]
+        b, length, heads, d = q.shape
+        q, k = q.reshape(b, length, heads * d), k.reshape(b, length, heads * d)  # [B, L, H*d]
+        # Per-head dot products as one product with a block-diagonal [H*d, H] matrix (a column per
+        # head), and per-head pooled sums as [H, H*d] products whose diagonal blocks are kept: a few
+        # batched matrix products instead of elementwise passes over [B, L, H, d].
+        blocks = torch.eye(heads, dtype=q.dtype, device=q.device).repeat_interleave(d, dim=0)  # [H*d, H]
+        mask = None if mask is None else mask[:, :, None]  # [B, L, 1]
+
+        def pool(x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # -> [B, H, d]
+            weights = self.attention_dropout(torch.softmax(masked_fill_min(scores / scale, mask), dim=1))  # [B, L, H]
+            pooled = torch.bmm(weights.transpose(1, 2), x).view(b, heads, heads, d)  # [B, H, H, d]
+            return pooled.diagonal(dim1=1, dim2=2).transpose(1, 2)  # head h's weights on head h's slice
+
+        global_q = pool(q, q @ (blocks * self.query_att.reshape(-1, 1)))  # [B, H, d]
+        w_k = blocks * (global_q * self.key_att).reshape(b, -1, 1)  # [B, H*d, H]: w_k . (g_q * k_i) per head
+        return global_q * pool(k, torch.bmm(k, w_k))  # [B, H, d]
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v [..., dim] of inputs x [..., in_dim]: per-position maps, so they can be computed
