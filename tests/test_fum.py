@@ -349,12 +349,12 @@ def test_views_the_data_lacks_are_switched_off(tiny_data):
 
 def test_official_init(tiny_data):
     vocabs = tiny_data[0]
-    model = make_model(vocabs)
+    model = make_model(vocabs, init="official")
     for table in (model.words, model.fine_words, model.categories, model.fine_category_table):
         assert table.weight.abs().max() <= 0.05 and not table.weight[0].any()
     assert not model.view_dense.bias.any()
     pretrained = np.random.default_rng(0).normal(size=(len(vocabs.words), 16)).astype(np.float32)
-    model = FUM(TINY, ModelContext(vocabs, pretrained))
+    model = FUM(dataclasses.replace(TINY, init="official"), ModelContext(vocabs, pretrained))
     np.testing.assert_allclose(model.words.weight.detach().numpy(), pretrained)
     np.testing.assert_allclose(model.fine_words.weight.detach().numpy(), pretrained)  # its own copy
     assert model.fine_words.weight.data_ptr() != model.words.weight.data_ptr()
@@ -366,6 +366,6 @@ def test_entity_view_starts_from_the_entity_vectors(tiny_data):
     context = ModelContext(vocabs, pretrained_entities=vectors)
     config = dataclasses.replace(TINY)
     assert FUM.adapt_config(config, context) == ["entity_dim = 7 (the entity vectors' dimension)"]
-    model = FUM(config, context)
+    model = FUM(dataclasses.replace(config, init="official"), context)
     np.testing.assert_allclose(model.entities.weight[1:].detach().numpy(), vectors[1:])  # kept by the init
     assert not model.entities.weight[0].any()
