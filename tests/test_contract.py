@@ -224,3 +224,23 @@ def test_fim_match_skips_padding_clicks_exactly(built):
     cubes = cubes * (torch.arange(k)[None, :] >= empty[:, None])[:, None, :, None, None]
     with torch.no_grad():
         torch.testing.assert_close(model.match(cubes, empty), model.cnn3d(cubes), rtol=1e-5, atol=1e-6)
+
+
+def test_dkn_dot_score_is_the_attended_user_times_the_candidate(built):
+    model, vocabs, _, (table, behaviors) = built["dkn"]
+    dot = MODELS["dkn"](dataclasses.replace(model.config, score="dot"), ModelContext(vocabs)).eval()
+    missing, unexpected = dot.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and unexpected == ["dnn.0.weight", "dnn.0.bias", "dnn.2.weight", "dnn.2.bias"]
+    assert_fast_equals_slow(dot, table, behaviors)
+    news = NewsFeatures.from_table(table)
+    history = torch.as_tensor(np.array(behaviors.history[:3], dtype=np.int64))
+    vectors = encode_all_news(dot, news, 64)
+    candidates = vectors[torch.as_tensor(np.array(behaviors.candidates[:6], dtype=np.int64)).view(3, 2)]  # [3, 2, D]
+    user = UserInputs(history, history != 0, vectors[history], torch.zeros(3, dtype=torch.long), news)
+    with torch.no_grad():
+        weights = torch.softmax(dot.attention_out(torch.relu(
+            dot.attention(torch.cat([vectors[history][:, None].expand(-1, 2, -1, -1),
+                                     candidates[:, :, None].expand(-1, -1, history.shape[1], -1)], dim=-1)))
+        ).squeeze(-1).masked_fill(~(history != 0)[:, None], torch.finfo(torch.float32).min), dim=-1)  # [3, 2, H]
+        expected = (torch.einsum("bch,bhd->bcd", weights, vectors[history]) * candidates).sum(-1)
+        torch.testing.assert_close(dot.score_candidates(user, candidates), expected, rtol=1e-5, atol=1e-5)
