@@ -335,8 +335,9 @@ class FUM(NewsRecModel):
         return index, torch.cat(kinds, dim=-1), mask
 
     def _project_tokens(self, ids: torch.Tensor, kinds: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k, v [N, fastformer_dim] of N real tokens, each distinct (kind, id) embedded and
-        projected once; plus the inverse map [N] into the distinct tokens and their q [U, ff]."""
+        """q, k, v [U, fastformer_dim] of the U distinct (table, id) pairs among N real tokens,
+        each embedded and projected once, and the map [N] from every token to its row there
+        (v is q itself when the value is the query)."""
         tables = {_WORD: self.fine_words, _ABSTRACT: self.fine_words}
         if self.config.fine_categories:
             tables |= {_CATEGORY: self.fine_category_table, _SUBCATEGORY: self.fine_subcategory_table}
