@@ -269,8 +269,9 @@ class FUM(NewsRecModel):
             views.append(self.abstract_view(self.words(news.abstract), news.abstract != PAD))  # [N, D]
         attention = c.view_combine == "attention"
         if c.use_categories:
-            for table, dense in ((self.categories, self.category_dense), (self.subcategories, self.subcategory_dense)):
-                x = dense(table(news.category if table is self.categories else news.subcategory))  # [N, Dc]
+            for table, dense, ids in ((self.categories, self.category_dense, news.category),
+                                      (self.subcategories, self.subcategory_dense, news.subcategory)):
+                x = dense(table(ids))  # [N, Dc]
                 views.append(torch.relu(x) if attention else self.dropout(x))
         if c.use_entities:
             entities = self._entities(news)  # [N, Le]
@@ -335,9 +336,9 @@ class FUM(NewsRecModel):
         return index, torch.cat(kinds, dim=-1), mask
 
     def _project_tokens(self, ids: torch.Tensor, kinds: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k, v [U, fastformer_dim] of the U distinct (table, id) pairs among N real tokens,
-        each embedded and projected once, and the map [N] from every token to its row there
-        (v is q itself when the value is the query)."""
+        """q, k, v [U + 1, fastformer_dim] of the U distinct (table, id) pairs among N real tokens,
+        each embedded and projected once, with a zero row last (what padding gathers), and the map
+        [N] from every token to its row there (v is q itself when the value is the query)."""
         tables = {_WORD: self.fine_words, _ABSTRACT: self.fine_words}
         if self.config.fine_categories:
             tables |= {_CATEGORY: self.fine_category_table, _SUBCATEGORY: self.fine_subcategory_table}
@@ -352,16 +353,27 @@ class FUM(NewsRecModel):
             picked = (kind_of == kind).nonzero().squeeze(1)
             if len(picked):
                 embedded = embedded.index_copy(0, picked, tables[kind](id_of[picked]))
-        q, k, v = self.fastformer.project(self.dropout(embedded))  # each [U, ff]
-        return q, k, v, inverse
+        q, k, v = self.fastformer.project(self.dropout(embedded))  # each [U, ff]; v is q without W_v
+
+        def pad(x: torch.Tensor) -> torch.Tensor:  # a zero row last: what padding slots gather
+            return torch.cat([x, x.new_zeros(1, x.shape[1])])
+
+        padded_q = pad(q)
+        return padded_q, pad(k), padded_q if v is q else pad(v), inverse  # each [U + 1, ff], [N]
 
     def fine_grained_user(self, user: UserInputs) -> torch.Tensor:
         """u^f [B, fine_news_dim]. When not training, users go through sorted by token count, in
         groups of at most ``INFERENCE_TOKENS`` packed tokens (bounded memory, little padding, and
         groups small enough to stay in the CPU caches)."""
         index, kinds, mask = self.fine_grained_slots(user)  # [B, H, T] each
+        # Each distinct token of the whole batch projected once; every real slot's row among them.
+        real = mask.nonzero(as_tuple=True)
+        tokens = self._project_tokens(index[real], kinds[real])  # q, k, v [U + 1, ff] (last row: padding)
+        rows = torch.full_like(index, -1)
+        rows[real] = tokens[3]  # [B, H, T]
+        tokens = tokens[:3]
         if self.training:
-            return self._fine_grained_user(index, kinds, mask, user.history_mask)
+            return self._fine_grained_user(tokens, rows, kinds, mask, user.history_mask)
         counts = mask.flatten(1).sum(dim=1)  # [B] real tokens per user
         order = torch.argsort(counts, stable=True)
         groups, lo = [], 0
@@ -371,20 +383,21 @@ class FUM(NewsRecModel):
                 lo = i
         groups.append(order[lo:])
         out = None
-        for rows in groups:
-            part = self._fine_grained_user(index[rows], kinds[rows], mask[rows], user.history_mask[rows])
+        for users in groups:
+            part = self._fine_grained_user(tokens, rows[users], kinds[users], mask[users], user.history_mask[users])
             if out is None:
                 out = part.new_empty(len(counts), part.shape[1])
-            out[rows] = part
+            out[users] = part
         return out
 
-    def _fine_grained_user(self, index: torch.Tensor, kinds: torch.Tensor, mask: torch.Tensor,
-                           history_mask: torch.Tensor) -> torch.Tensor:
-        """u^f [B, fine_news_dim] of token slots ``index``, ``kinds``, ``mask`` [B, H, T].
+    def _fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
+                           mask: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """u^f [B, fine_news_dim] of token slots with kinds ``kinds`` and mask ``mask`` [B, H, T],
+        whose real slots are the ``rows`` [B, H, T] of the distinct tokens' q, k, v ``tokens``.
 
         The real tokens of each user are packed to the left of one [B, L] sequence (L = the most
         real tokens of any user here; the Fastformer has no positions and masks padding, so this is
-        exactly the slot grid's result), as rows of the distinct tokens' projections (padding: a
+        exactly the slot grid's result), as rows of the distinct tokens' projections (padding: the
         zero row). The Fastformer's poolings and the per-user folded matrix are then batched
         matrix products; the per-news pooling is a softmax within (user, click) segments.
         """
@@ -402,22 +415,18 @@ class FUM(NewsRecModel):
         position = places[owner, where]  # [N] place in the packed sequence
         length, text_length = (max(int(x.max()), 1) if b else 1 for x in (counts, text_counts))
         kind = kinds[owner, where]  # [N]
-        q_tok, k_tok, v_tok, inverse = self._project_tokens(index.reshape(b, h * t)[owner, where], kind)
-        packed = torch.full((b, length), len(q_tok), dtype=torch.long, device=mask.device)
-        packed[owner, position] = inverse  # [B, L] rows of the distinct tokens; padding -> the zero row
+        q_tok, k_tok, v_tok = tokens  # [U + 1, ff] each
+        packed = torch.full((b, length), len(q_tok) - 1, dtype=torch.long, device=mask.device)
+        packed[owner, position] = rows.reshape(b, h * t)[owner, where]  # [B, L]; padding -> the zero row
         packed_mask = torch.arange(length, device=mask.device) < counts[:, None]  # [B, L]
-
-        def gather(x: torch.Tensor) -> torch.Tensor:  # [U, ff] -> [B, L, ff], zeros at padding
-            return torch.cat([x, x.new_zeros(1, x.shape[1])])[packed]
-
-        q, k = gather(q_tok), gather(k_tok)  # [B, L, ff]
-        v = q if v_tok is q_tok else gather(v_tok)
+        q, k = q_tok[packed], k_tok[packed]  # [B, L, ff]
+        v = q if v_tok is q_tok else v_tok[packed]
         split = (b, length, layer.heads, layer.head_dim)
         g = layer.global_key(q.view(split), k.view(split), packed_mask, padding_is_zero=True).flatten(1)  # [B, ff]
 
         # per-news pooling over the text tokens (the first text_length packed places): segment
         # (user, click) of each place; padding goes to a spare segment b * h that is dropped
-        text = (kind == _WORD) | (kind == _ABSTRACT) | (kind == _ENTITY)  # [N]
+        text = is_text[owner, where]  # [N]
         segment = torch.full((b, text_length), b * h, dtype=torch.long, device=mask.device)
         segment[owner[text], position[text]] = (owner * h + click)[text]
         segment = segment.flatten()  # [B*Lt]
