@@ -32,18 +32,12 @@ from torch import nn
 
 from ..data.batching import UserInputs
 from .base import ModelContext
-from .lstur import CNNNewsGRU
+from .lstur import CNNNewsConfig, CNNNewsGRU
 
 
 @dataclass
-class GRUConfig:
-    word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
-    filters: int = 400  # CNN filters = title vector size
-    window: int = 3  # CNN window (odd)
-    attention_hidden: int = 200  # hidden size of the additive attention over title words
-    dropout: float = 0.2  # on word embeddings and on CNN outputs
-    use_categories: bool = False  # concatenate topic and subtopic embeddings to the title vector
-    category_dim: int = 100  # size of each of the topic / subtopic embeddings
+class GRUConfig(CNNNewsConfig):
+    """Only the news encoder's settings: the user model (a GRU of the news dimension) has none."""
 
 
 class GRU(CNNNewsGRU):

@@ -47,25 +47,30 @@ from .base import ModelContext, NewsRecModel, word_embedding
 
 
 @dataclass
-class LSTURConfig:
+class CNNNewsConfig:
+    """The news encoder settings of :class:`CNNNewsGRU` models (LSTUR and the GRU baseline)."""
+
     word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
     filters: int = 400  # CNN filters = title vector size
     window: int = 3  # CNN window (odd)
     attention_hidden: int = 200  # hidden size of the additive attention over title words
     dropout: float = 0.2  # on word embeddings and on CNN outputs
-    mode: Literal["ini", "con"] = "ini"  # ini: long-term vector starts the GRU; con: concatenate both
     use_categories: bool = False  # concatenate topic and subtopic embeddings to the title vector
     category_dim: int = 100  # size of each of the topic / subtopic embeddings
+
+
+@dataclass
+class LSTURConfig(CNNNewsConfig):
+    mode: Literal["ini", "con"] = "ini"  # ini: long-term vector starts the GRU; con: concatenate both
     user_mask_prob: float = 0.5  # training only: chance that a sample's long-term vector is zeroed
 
 
 class CNNNewsGRU(NewsRecModel):
     """What LSTUR and the GRU baseline share: the CNN title encoder (with optional topic embeddings)
-    and a GRU over the real clicks (packed). Subclasses call ``build_news_encoder`` in ``__init__``;
-    their config needs word_dim, filters, window, attention_hidden, dropout, use_categories and
-    category_dim."""
+    and a GRU over the real clicks (packed). Subclasses call ``build_news_encoder`` in ``__init__``
+    with a config derived from :class:`CNNNewsConfig`."""
 
-    def build_news_encoder(self, config, context: ModelContext) -> int:
+    def build_news_encoder(self, config: CNNNewsConfig, context: ModelContext) -> int:
         """Create the news encoder's layers; returns the news dimension D."""
         self.words = word_embedding(context, config.word_dim)
         self.dropout = nn.Dropout(config.dropout)
