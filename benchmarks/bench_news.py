@@ -141,15 +141,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def merged_table(paths: list[Path]) -> str:
+def merged_table(paths: list[Path], relabel: dict[str, str] | None = None) -> str:
     """The table of several earlier runs, each row still credited to the run (commit, command)
-    that measured it."""
+    that measured it. ``relabel`` renames rows (a label as the run printed it -> the same setting
+    named against today's defaults, when the defaults changed since)."""
+    relabel = relabel or {}
     rows: dict[str, dict] = {}
     runs = []
     for number, path in enumerate(paths, start=1):
         run = json.loads(path.read_text())
         runs.append(run)
         for row in run["rows"]:
+            row = row | {"model": relabel.get(row["model"], row["model"])}
             rows.pop(row["model"], None)  # a re-measured model moves to its new place
             rows[row["model"]] = row | {"run": number}
     labelled = [r | {"model": f"{r['model']} [{r['run']}]"} if len(runs) > 1 else r for r in rows.values()]
@@ -182,6 +185,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--relabel", nargs=2, action="append", default=[], metavar=("OLD", "NEW"),
+                        help="with --from-json: show the row labelled OLD as NEW (e.g. a setting that was the "
+                             "default when it ran, named against today's defaults)")
     parser.add_argument("--skip-evaluate-command", action="store_true",
                         help="take the kept checkpoint's dev metrics from the run instead of running `newsrank "
                              "evaluate` again (the same numbers; saves one evaluation per model)")
@@ -192,7 +198,8 @@ def main() -> None:
                              "replaces an earlier one of the same model label); the footer names each run")
     args = parser.parse_args()
     if args.from_json:
-        text = merged_table(args.from_json)
+        printed_by = "python benchmarks/bench_news.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        text = merged_table(args.from_json, dict(args.relabel)) + f"\nPrinted by: `{printed_by}`"
         print(text)
         if args.readme:
             update_readme(args.readme, text, args.marker)
