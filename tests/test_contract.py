@@ -213,17 +213,37 @@ def test_fim_rejects_shapes_the_pooling_cannot_take(synth_dir):
         MODELS["fim"](dataclasses.replace(config.model, history_clicks=5), ModelContext(vocabs))
 
 
-def test_fim_match_skips_padding_clicks_exactly(built):
-    """The fast 3-D CNN (padding slots skipped, ReLU after pooling) equals the plain Conv3d -> ReLU ->
-    MaxPool3d stack on cubes whose first click slots are zero."""
+def test_fim_match_equals_the_plain_3d_cnn_on_cubes_zero_outside_a_box(built):
+    """The fast 3-D CNN (only the windows a cube's non-zero box reaches computed, the rest the zero
+    cube's output) equals the plain Conv3d -> ReLU -> MaxPool3d stack, values and weight gradients,
+    on cubes whose padded click slots and padded word rows and columns are zero."""
     model, _, _, _ = built["fim"]
     cfg = model.config
     lv, k, length = len(cfg.dilations), cfg.history_clicks, cfg.title_words
-    cubes = torch.randn(7, lv, k, length, length, generator=torch.Generator().manual_seed(0))
-    empty = torch.tensor([0, 1, 2, 3, 5, 9, 10])  # 10 = no click at all
-    cubes = cubes * (torch.arange(k)[None, :] >= empty[:, None])[:, None, :, None, None]
-    with torch.no_grad():
-        torch.testing.assert_close(model.match(cubes, empty), model.cnn3d(cubes), rtol=1e-5, atol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    cubes = torch.randn(9, lv, k, length, length, generator=g)
+    empty = torch.tensor([0, 1, 2, 3, 5, 9, 10, 0, 4])  # leading padded click slots; 10 = no click at all
+    words = torch.tensor([length, 1, 2, 5, length, 3, 4, 0, 7])  # real words of the candidate
+    click_words = torch.tensor([length, 4, length, 1, 6, 2, 3, 5, 0])  # of the longest click
+    slots, positions = torch.arange(k), torch.arange(length)
+    keep = ((slots[None, :] >= empty[:, None])[:, :, None, None]
+            & (positions[None, :] < words[:, None])[:, None, :, None]
+            & (positions[None, :] < click_words[:, None])[:, None, None, :])  # [9, K, L, L]
+    cubes = cubes * keep[:, None]
+    weights = torch.randn(9, model.dense.in_features, generator=g)
+    grads = []
+    for forward in (model.match, model.cnn3d):
+        model.zero_grad()
+        out = forward(cubes)
+        (out * weights).sum().backward()
+        grads.append([p.grad.clone() for p in model.cnn3d.parameters()])
+        if forward == model.match:
+            fast = out.detach()
+        else:
+            torch.testing.assert_close(fast, out.detach(), rtol=1e-5, atol=1e-5)
+    for fast_grad, plain_grad in zip(*grads):
+        torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-4, atol=1e-4)
+    model.zero_grad()
 
 
 def test_dkn_dot_score_is_the_attended_user_times_the_candidate(built):
