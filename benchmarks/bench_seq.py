@@ -68,7 +68,7 @@ def popularity_row(events: Path, fmt: str, overrides: list[str]) -> dict:
     from newsrank.seq.events import read_events
     from newsrank.seq.metrics import full_ranking_metrics, sampled_metrics
     from newsrank.seq.sequences import build_sequences, split_last
-    from newsrank.seq.train import load_seq_config, make_split
+    from newsrank.seq import load_seq_config, make_split
 
     config = load_seq_config("lstm", overrides=overrides)
     sequences, vocab = build_sequences(read_events(events, fmt), config.data)

@@ -2,7 +2,8 @@
 
 A checkpoint is a folder::
 
-    checkpoint.json      model name, full run config, vocabulary digest, versions, epoch, metrics
+    checkpoint.json      the shared header (newsrank.core.checkpoint: format, kind, config, vocabulary
+                         digest, versions) plus model name, vocabulary sizes, epoch, metrics
     vocab.json           the training vocabularies (new data is mapped with exactly these)
     model.safetensors    the weights
     trainer.safetensors  optional: optimizer moments and RNG state, for resuming training
@@ -14,19 +15,15 @@ Only JSON and safetensors are read back, so loading a checkpoint from elsewhere 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
 from .config import RunConfig, config_from_dict
+from .core.atomic import atomic_folder
+from .core.checkpoint import checkpoint_header, read_header, read_weights, write_checkpoint_files
 from .data.vocab import Vocabularies
 from .models import ModelContext, NewsRecModel, model_class
 
@@ -42,25 +39,6 @@ class Checkpoint:
     meta: dict
 
 
-@contextmanager
-def atomic_folder(folder: Path) -> Iterator[Path]:
-    """Write a folder all at once: the caller fills the yielded temporary folder beside ``folder``,
-    which then replaces ``folder`` (the old one is kept until the new one is in place). On an
-    error the temporary folder is removed and ``folder`` is left as it was."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        yield tmp
-        old = folder.with_name(folder.name + ".old")
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def save_checkpoint(
     folder: str | Path,
     model: NewsRecModel,
@@ -73,25 +51,12 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint folder atomically (a crash leaves the previous one intact)."""
     folder = Path(folder)
-    with atomic_folder(Path(folder)) as tmp:
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "newsrank_version": __version__,
-            "torch_version": torch.__version__,
-            "model": config.model_name,
-            "config": config.to_dict(),
-            "vocab_digest": vocabs.digest(),
-            "vocab_sizes": vocabs.sizes(),
-            "epoch": epoch,
-            "metrics": metrics or {},
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **(extra or {}),
-        }
-        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    with atomic_folder(folder) as tmp:
+        header = checkpoint_header(FORMAT, FORMAT_VERSION, "news", config.to_dict(), vocabs.digest(),
+                                   model=config.model_name, vocab_sizes=vocabs.sizes(), epoch=epoch,
+                                   metrics=metrics or {}, **(extra or {}))
+        write_checkpoint_files(tmp, header, model)
         (tmp / "vocab.json").write_text(json.dumps(vocabs.to_json(), ensure_ascii=False), encoding="utf-8")
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
         if optimizer is not None:
             _save_trainer_state(tmp, optimizer)
 
@@ -128,15 +93,8 @@ def load_trainer_state(folder: str | Path, optimizer: torch.optim.Optimizer) -> 
 
 
 def read_meta(folder: str | Path) -> dict:
-    path = Path(folder) / "checkpoint.json"
-    if not path.is_file():
-        raise ValueError(f"{folder}: not a newsrank checkpoint (no checkpoint.json)")
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a newsrank checkpoint (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: written by a newer newsrank (format {meta['format_version']})")
-    return meta
+    """The checked header of a news checkpoint (see :mod:`newsrank.core.checkpoint`)."""
+    return read_header(folder, FORMAT, FORMAT_VERSION, "a newsrank checkpoint")
 
 
 def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -149,8 +107,7 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
     if vocabs.digest() != meta["vocab_digest"]:
         raise ValueError(f"{folder}: vocab.json does not match the digest in checkpoint.json")
     model = cls(config.model, ModelContext(vocabs=vocabs))
-    state = load_file(str(folder / "model.safetensors"), device=str(map_location))
-    model.load_state_dict(state)
+    model.load_state_dict(read_weights(folder, map_location))
     return Checkpoint(model=model.to(map_location), config=config, vocabs=vocabs, meta=meta)
 
 

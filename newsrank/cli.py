@@ -37,23 +37,22 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _default_data() -> Path:
     """The synthetic default, generated once into the cache."""
+    from .core.atomic import atomic_folder
     from .data.dataset import cache_root
     from .data.synth import SynthConfig, write_synthetic_mind
 
     folder = cache_root() / "synthetic" / "-".join(f"{k}{v}" for k, v in DEFAULT_SYNTH.items())
     if not (folder / "dev" / "behaviors.tsv").is_file():
         log.info("no --data given: generating the built-in synthetic MIND data set in %s", folder)
-        tmp = folder.with_name(folder.name + ".partial")
-        write_synthetic_mind(tmp, SynthConfig(**DEFAULT_SYNTH))
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(folder)
+        with atomic_folder(folder) as tmp:  # an interrupted run leaves nothing half-written
+            write_synthetic_mind(tmp, SynthConfig(**DEFAULT_SYNTH))
     return folder
 
 
 def _train(args: argparse.Namespace) -> None:
     from .config import apply_overrides, load_config
     from .models import model_class
-    from .metrics import json_ready
+    from .core.runtime import json_ready
     from .train import METRIC_KEYS, train
 
     cls = model_class(args.model)
@@ -71,7 +70,7 @@ def _train(args: argparse.Namespace) -> None:
 def _load_for_data(run: str, split_dir: str):
     from .checkpoint import load_checkpoint, resolve_run
     from .data.dataset import load_split
-    from .train import resolve_device
+    from .core.runtime import resolve_device
 
     folder = resolve_run(run)
     checkpoint = load_checkpoint(folder)
@@ -83,7 +82,7 @@ def _load_for_data(run: str, split_dir: str):
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
-    from .metrics import json_ready
+    from .core.runtime import json_ready
 
     checkpoint, table, behaviors, device = _load_for_data(args.run, args.data)
     metrics = json_ready(evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size,
@@ -106,7 +105,8 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _seq_train(args: argparse.Namespace) -> None:
-    from .seq.train import load_seq_config, train_on_events
+    from .seq.config import load_seq_config
+    from .seq.train import train_on_events
 
     overrides = list(args.set or [])
     if args.epochs is not None:
@@ -118,18 +118,9 @@ def _seq_train(args: argparse.Namespace) -> None:
 
 
 def _seq_evaluate(args: argparse.Namespace) -> None:
-    from .seq.events import read_events
-    from .seq.sequences import build_sequences
-    from .seq.train import evaluate_targets, load_seq_checkpoint, make_split
-    from .train import resolve_device
+    from .seq.evaluate import evaluate_run
 
-    model, config, vocab, _ = load_seq_checkpoint(args.run)
-    # the checkpoint's item vocabulary: items it never saw are dropped like rare items
-    sequences, _ = build_sequences(read_events(args.events, args.format), config.data, vocab=vocab)
-    split = make_split(sequences, config.data)
-    device = resolve_device(config.train.device)
-    metrics = evaluate_targets(model.to(device), split.test, config.train, device)
-    metrics |= {"model": config.model.cell, "split": config.data.split, "events": str(args.events)}
+    metrics = evaluate_run(args.run, args.events, args.format)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -145,7 +136,7 @@ def _seq_synth(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from .seq.convert import ConvertConfig, convert_to_mind
+    from .convert import ConvertConfig, convert_to_mind
     from .seq.events import read_events
 
     events = read_events(args.events, args.format)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .core.atomic import atomic_write_text
 from .data.batching import NewsFeatures, UserInputs
 from .data.dataset import Behaviors, NewsTable
 from .data.vocab import PAD
@@ -185,10 +186,7 @@ def write_prediction(path: str | Path, behaviors: Behaviors, scores: np.ndarray)
     for i, impression_id in enumerate(behaviors.impression_ids):
         ranked = ranks[offsets[i] : offsets[i + 1]]
         lines.append(f"{impression_id} [{','.join(map(str, ranked.tolist()))}]\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(lines))
     archive = path.with_suffix(".zip")
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.write(path, arcname="prediction.txt")  # the leaderboard looks for this exact name

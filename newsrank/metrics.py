@@ -280,8 +280,3 @@ def impression_metrics(
     result["auc_impressions"] = int(np.count_nonzero(~np.isnan(per_impression["auc"])))
     result["ranked_impressions"] = int(np.count_nonzero(~np.isnan(per_impression["mrr"])))
     return result
-
-
-def json_ready(metrics: dict) -> dict:
-    """``metrics`` with NaN (a metric no impression qualifies for) as None, so JSON stays valid."""
-    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,29 +28,17 @@ from tqdm import tqdm
 
 from .checkpoint import load_trainer_state, read_meta, save_checkpoint
 from .config import RunConfig
+from .core.runtime import json_ready, resolve_device, seed_everything, set_threads
 from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
 from .data.embeddings import load_pretrained
 from .data.entities import CONTEXT_FILE, ENTITY_FILE, load_entity_vectors
 from .evaluate import evaluate
-from .metrics import json_ready
 from .models import ModelContext, NewsRecModel, model_class
 
 log = logging.getLogger("newsrank")
 
 METRIC_KEYS = ("auc", "mrr", "ndcg@5", "ndcg@10", "impressions")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def split_dirs(data_dir: str | Path) -> tuple[Path, Path]:
@@ -104,8 +91,7 @@ def train(
     tc = config.train
     if tc.epoch_batches is not None and tc.epoch_batches < 1:
         raise ValueError(f"train.epoch_batches must be >= 1 or null, got {tc.epoch_batches}")
-    if tc.threads > 0:
-        torch.set_num_threads(tc.threads)
+    set_threads(tc.threads)
     device = resolve_device(tc.device)
     seed_everything(tc.seed)
     train_dir, dev_dir = split_dirs(data_dir)

@@ -28,7 +28,7 @@ def test_news_checkpoint_of_the_first_layout_scores_as_it_did(name):
 def test_sequence_checkpoint_of_the_first_layout_scores_as_it_did():
     from newsrank.seq.events import read_events
     from newsrank.seq.sequences import build_sequences, split_last
-    from newsrank.seq.train import load_seq_checkpoint, make_split, score_prefixes
+    from newsrank.seq import load_seq_checkpoint, make_split, score_prefixes
 
     model, config, vocab, _ = load_seq_checkpoint(FIXTURES / "tlstm3")
     sequences, _ = build_sequences(read_events(FIXTURES / "events.csv", "csv"), config.data, vocab=vocab)

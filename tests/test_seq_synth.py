@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from newsrank.seq import read_events
-from newsrank.seq.convert import read_item_text
+from newsrank.convert import read_item_text
 from newsrank.seq.synth import (
     KINDS,
     SeqSynthConfig,

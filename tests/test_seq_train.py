@@ -12,7 +12,7 @@ from newsrank.cli import SEQ_MODELS, main
 from newsrank.seq.cells import CELLS
 from newsrank.seq.sequences import build_sequences
 from newsrank.seq.events import read_events
-from newsrank.seq.train import (
+from newsrank.seq import (
     SeqTrainConfig,
     evaluate_targets,
     load_seq_checkpoint,

@@ -16,8 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig
+from ..core.atomic import atomic_folder
 from .mind import Impression, MindFormatError, NewsRecord, read_behaviors, read_news, read_split
 from .vocab import _TOKEN_PATTERN, PAD, Vocab, Vocabularies, tokenize
 
@@ -233,21 +232,6 @@ def _split_key(split_dir: Path, *parts: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def _write_atomically(target: Path, write) -> None:
-    """Write into a temporary sibling folder, then rename: a crash never leaves half a cache entry."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        write(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def load_vocabularies(train_dir: str | Path, config: DataConfig, use_cache: bool = True) -> Vocabularies:
     """Training-split vocabularies, cached by the split's bytes and the data config."""
     train_dir = Path(train_dir)
@@ -257,8 +241,8 @@ def load_vocabularies(train_dir: str | Path, config: DataConfig, use_cache: bool
         return Vocabularies.from_json(json.loads(path.read_text(encoding="utf-8")))
     vocabs = build_vocabularies(train_dir, config)
     if use_cache:
-        _write_atomically(path.parent, lambda tmp: (tmp / "vocab.json").write_text(
-            json.dumps(vocabs.to_json(), ensure_ascii=False), encoding="utf-8"))
+        with atomic_folder(path.parent, keep_existing=True) as tmp:  # content-addressed: a twin is the same
+            (tmp / "vocab.json").write_text(json.dumps(vocabs.to_json(), ensure_ascii=False), encoding="utf-8")
     return vocabs
 
 
@@ -299,5 +283,6 @@ def load_split(
     news_row = {news_id: row for row, news_id in enumerate(table.news_ids) if row}
     behaviors = build_behaviors(impressions, news_row, vocabs, config)
     if use_cache:
-        _write_atomically(folder, lambda tmp: _save_arrays(tmp, table, behaviors))
+        with atomic_folder(folder, keep_existing=True) as tmp:  # content-addressed: a twin is the same
+            _save_arrays(tmp, table, behaviors)
     return table, behaviors

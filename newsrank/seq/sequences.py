@@ -279,3 +279,10 @@ def leave_last_out(sequences: Sequence[UserSequence]) -> SequenceSplit:
     Sequences need at least 2 events."""
     prefixes, _ = split_last(sequences)
     return SequenceSplit(train=prefixes, test=list(sequences))
+
+
+def make_split(sequences: list[UserSequence], config) -> SequenceSplit:
+    """The split ``config.split`` names (a :class:`~newsrank.seq.config.SeqDataConfig`)."""
+    if config.split == "reference":
+        return reference_split(sequences, config.test_fraction)
+    return leave_last_out(sequences)

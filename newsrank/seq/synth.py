@@ -384,7 +384,7 @@ def write_synthetic_events(path: str | Path, config: SeqSynthConfig | None = Non
     (sorted by user, then time; readable by ``read_events(path, "csv")``), and, with
     ``items_path``, a CSV ``item,title,category`` (title ``item17``, category the item's genre
     ``genre3``; readable by
-    :func:`newsrank.seq.convert.read_item_text`, so a MIND conversion gets genres as categories).
+    :func:`newsrank.convert.read_item_text`, so a MIND conversion gets genres as categories).
 
     Returns a summary: ``path``, ``users``, ``items`` (distinct items that occur), ``genres``,
     ``events``, ``first_time``/``last_time`` (epoch seconds), ``kinds`` (event count per

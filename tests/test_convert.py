@@ -1,4 +1,4 @@
-"""newsrank.seq.convert: event logs -> MIND-format train/ and dev/ folders."""
+"""newsrank.convert: event logs -> MIND-format train/ and dev/ folders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from newsrank.data.mind import read_split
 from newsrank.seq import read_events
-from newsrank.seq.convert import ConvertConfig, convert_to_mind, read_item_text
+from newsrank.convert import ConvertConfig, convert_to_mind, read_item_text
 
 # A small hand-written log: user, item, time (epoch seconds), rating. u1 has 9 events (item 9
 # rated low), u2 3 and u3 1 (with min_history=1, u3's only click is history and it gets no
@@ -202,7 +202,7 @@ def test_refuses_to_overwrite_and_writes_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mind"]  # no temporary folders left
 
     # A failure midway leaves neither the target nor a temporary folder behind.
-    import newsrank.seq.convert as convert
+    import newsrank.convert as convert
 
     calls = []
 
@@ -326,7 +326,7 @@ def test_movielens_small(tmp_path, shared_data):
 def test_negatives_follow_successive_sampling(seen_weight):
     """Both samplers draw 2 of the unseen items 0..4 (weights 1..5) like successive sampling
     without replacement: P(i in sample) = w_i/W + sum_j w_j/W * w_i/(W - w_j)."""
-    from newsrank.seq.convert import _sample_negatives
+    from newsrank.convert import _sample_negatives
 
     weights = np.array([1.0, 2.0, 3.0, 4.0, 5.0, seen_weight])
     n = 20_000

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,7 +53,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.mind import format_times, write_lines
+from .core.atomic import atomic_folder
+from .data.mind import format_times, write_lines
 
 __all__ = ["ConvertConfig", "convert_to_mind", "read_item_text"]
 
@@ -249,11 +248,6 @@ def _mind_ids(names: np.ndarray, prefix: str) -> tuple[np.ndarray, str]:
 # ------------------------------------------------------------------------------------------ sampling
 
 
-def _draw(rng: np.random.Generator, cum: np.ndarray, size: int) -> np.ndarray:
-    """``size`` item codes with probability proportional to the weights whose cumsum is ``cum``."""
-    return np.minimum(np.searchsorted(cum, rng.random(size) * cum[-1], side="right"), cum.size - 1)
-
-
 def _sample_negatives(rng: np.random.Generator, weights: np.ndarray, seen: np.ndarray, n_users: int,
                       imp_user: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For impression ``i`` (of user ``imp_user[i]``), ``want[i]`` distinct items the user never
@@ -333,24 +327,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` folder to ``out`` (replacing an empty one, or any with ``overwrite``)."""
-    _check_target(out, overwrite)  # again: something may have appeared while converting
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------- conversion
@@ -508,9 +484,7 @@ def convert_to_mind(events: pd.DataFrame, out_dir: str | Path, items: pd.DataFra
         "split_time_utc": (_EPOCH + timedelta(seconds=split_time)).isoformat(sep=" ") + " UTC",
         "ids": {"users": user_scheme, "news": news_scheme},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:  # all at once; an existing folder stays until the swap
         for split in ("train", "dev"):
             rows = line_order[is_dev[line_order] == (split == "dev")].tolist()
             lines = [
@@ -530,10 +504,7 @@ def convert_to_mind(events: pd.DataFrame, out_dir: str | Path, items: pd.DataFra
             }
         for name, ids, names in (("news_ids.tsv", news_ids, item_names), ("user_ids.tsv", user_ids, user_names)):
             write_lines(tmp / name, [f"{m}\t{_escape(o)}" for m, o in zip(ids.tolist(), names.tolist())])
-        _publish(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _check_target(out, overwrite)  # again: something may have appeared while converting
     summary["out_dir"] = str(out)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
