@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from helpers import assert_fast_equals_slow, load_tiny_splits, overfit_losses
-from newsrank.config import DataConfig, load_config
+from newsrank.config import DataConfig
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
 from newsrank.data.dataset import build_news_table, news_entity_ids
 from newsrank.data.mind import NewsRecord
 from newsrank.data.vocab import Vocab, Vocabularies
 from newsrank.evaluate import encode_all_news
-from newsrank.models import MODELS
 from newsrank.models.base import ModelContext
 from newsrank.models.fum import FUM, FUMConfig
 
@@ -45,14 +44,6 @@ def histories(behaviors, n=4):
     full = history[(history != 0).sum(dim=1) >= 3][:n]  # impressions with at least 3 clicks
     assert len(full) == n
     return full
-
-
-def test_registered_and_packaged_yaml_matches_the_dataclass_defaults():
-    assert MODELS["fum"] is FUM
-    config = load_config("fum", FUMConfig)
-    assert config.model == FUMConfig()
-    assert (config.data.title_len, config.data.abstract_len, config.data.history_len) == (30, 50, 50)
-    assert config.data.entity_len == 10
 
 
 def test_entity_column_and_vocabulary(tiny_data):

@@ -231,10 +231,8 @@ def test_categories_widen_the_news_vector(tiny_data):
     assert model.encode_user(user_inputs(model, news, behaviors, slice(0, 3))).shape == (3, 16)
 
 
-def test_packaged_config_and_checks(tiny_data):
+def test_mode_and_mask_settings_are_checked(tiny_data):
     config = load_config("lstur", LSTURConfig)
-    assert config.model == LSTURConfig()
-    assert (config.data.title_len, config.data.history_len) == (30, 50)
     apply_overrides(config, ["mode=con", "user_mask_prob=0"])
     assert config.model.mode == "con" and config.model.user_mask_prob == 0.0
     with pytest.raises(ConfigError):

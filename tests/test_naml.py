@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import assert_fast_equals_slow, load_tiny_splits, overfit_losses
-from newsrank.config import DataConfig, load_config
+from newsrank.config import DataConfig
 from newsrank.data.batching import NewsFeatures, TrainSampler, UserInputs
 from newsrank.evaluate import encode_all_news
 from newsrank.models.base import ModelContext
@@ -32,13 +32,6 @@ def make_model(vocabs, seed=0, config=TINY):
 def rows_of(news: NewsFeatures, rows: torch.Tensor) -> NewsFeatures:
     """The rows at the table's full widths (no trimming, unlike ``take``)."""
     return NewsFeatures(news.title[rows], news.abstract[rows], news.category[rows], news.subcategory[rows])
-
-
-def test_packaged_yaml_matches_the_dataclass_defaults():
-    config = load_config("naml", NAMLConfig)
-    assert config.model == NAMLConfig()
-    assert (config.data.title_len, config.data.abstract_len, config.data.history_len) == (30, 50, 50)
-    assert config.train.lr == pytest.approx(1e-4) and config.train.npratio == 4
 
 
 def test_logits_shape(tiny_data):
