@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from helpers import load_tiny_splits, overfit_losses
+from helpers import load_tiny_splits
 from newsrank.config import DataConfig
 from newsrank.data.batching import NewsFeatures
-from newsrank.evaluate import score_behaviors, score_one_at_a_time
 from newsrank.models import ModelContext
 from newsrank.models.npa import NPA, NPAConfig
 
@@ -54,16 +52,3 @@ def test_pairs_are_encoded_once_and_match_single_encoding(data):
     one_by_one = torch.cat([model.encode_news(news.take(rows[i : i + 1]), users[i : i + 1]) for i in range(6)])
     torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-6)
 
-
-def test_fast_scores_equal_one_at_a_time(data):
-    vocabs, _, (table, behaviors) = data
-    model = make(vocabs, seed=2)
-    np.testing.assert_allclose(score_behaviors(model, table, behaviors, batch_size=5),
-                               score_one_at_a_time(model, table, behaviors), rtol=1e-4, atol=1e-5)
-
-
-def test_npa_overfits_one_batch(data):
-    vocabs, (table, behaviors), _ = data
-    first, last = overfit_losses(make(vocabs), table, behaviors, steps=100)
-    assert first > 1.2  # about log(5) at the start
-    assert last < 0.2
