@@ -8,9 +8,9 @@ news encoding included), peak resident memory of the training process, the commi
     python benchmarks/bench_news.py --data ../shared/data/mlsmall_mind --models nrms --epochs 1 \\
         --set embeddings=glove-6b-50d
 
-With ``--readme README.md`` the results table in the README (between the ``results:start`` and
+With ``--readme benchmarks/RESULTS.md`` the results table there (between the ``results:start`` and
 ``results:end`` markers, or those of ``--marker NAME``) is replaced by this run's table, with the
-command that made it; ``--from-json`` builds one table from earlier runs' ``--json`` files.
+command that made it (any Markdown file with the markers works); ``--from-json`` builds one table from earlier runs' ``--json`` files.
 """
 
 from __future__ import annotations
@@ -191,8 +191,8 @@ def main() -> None:
     parser.add_argument("--skip-evaluate-command", action="store_true",
                         help="take the kept checkpoint's dev metrics from the run instead of running `newsrank "
                              "evaluate` again (the same numbers; saves one evaluation per model)")
-    parser.add_argument("--readme", type=Path, help="replace the README's results block with this table")
-    parser.add_argument("--marker", default="results", help="README block to replace: <!-- MARKER:start --> ...")
+    parser.add_argument("--readme", type=Path, help="Markdown file (benchmarks/RESULTS.md) whose results block this table replaces")
+    parser.add_argument("--marker", default="results", help="block to replace: <!-- MARKER:start --> ...")
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                         help="train nothing: one table from earlier runs' --json files (a later file's row "
                              "replaces an earlier one of the same model label); the footer names each run")

@@ -9,7 +9,7 @@ sequences per second, the commit and the machine.
     python benchmarks/bench_seq.py --synthetic --set split=leave_last_out
 
 ``--synthetic`` writes the log of ``newsrank seq synth`` (the interval decides the next genre)
-and benchmarks on it. With ``--readme README.md --marker NAME`` the README block between
+and benchmarks on it. With ``--readme benchmarks/RESULTS.md --marker NAME`` the block between
 ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` is replaced by this run's table.
 """
 
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_seq")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--readme", type=Path, help="replace the README block named by --marker")
+    parser.add_argument("--readme", type=Path, help="Markdown file (benchmarks/RESULTS.md) whose block named by --marker this table replaces")
     parser.add_argument("--marker", default="seq-results")
     args = parser.parse_args()
 

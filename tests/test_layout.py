@@ -75,3 +75,18 @@ def test_importing_the_sequence_package_loads_no_news_model():
             "(m.startswith('newsrank.seq') or m.startswith('newsrank.core'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_readme_part_map_names_files_that_exist():
+    """Every path in the README's "What is in it" table exists (the map follows the tree)."""
+    import re
+
+    root = PACKAGE.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    table = text.split("## What is in it", 1)[1].split("\n## ", 1)[0]
+    paths = [p for row in table.splitlines() if row.startswith("| ") and "`" in row.rsplit("|", 2)[-2]
+             for p in re.findall(r"`([^`]+)`", row.rsplit("|", 2)[-2])]
+    assert len(paths) >= 10
+    for path in paths:  # repository-relative, or (as `data/vocab.py` after `newsrank/data/mind.py`) package-relative
+        found = [m for base in (root, PACKAGE) for m in base.glob(path)]
+        assert found, f"README names {path}, which does not exist"
