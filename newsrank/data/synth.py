@@ -47,7 +47,7 @@ click decision, so a history-based content model beats popularity (see ``popular
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -55,7 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from .entities import CONTEXT_FILE, ENTITY_FILE, RELATION_FILE, context_vectors, write_vectors
-from .mind import format_times, write_lines
+from ..metrics import impression_metrics
+from .mind import format_times, read_behaviors, write_lines
 
 __all__ = ["SynthConfig", "write_synthetic_mind", "popularity_baseline_auc"]
 
@@ -175,14 +176,14 @@ def popularity_baseline_auc(split_dir: str | Path, train_dir: str | Path | None 
     """
     split_dir = Path(split_dir)
     train_dir = split_dir.parent / "train" if train_dir is None else Path(train_dir)
-    counts: dict[str, int] = {}
-    for labels, ids in _read_impressions(train_dir / "behaviors.tsv"):
-        for nid, y in zip(ids, labels):
-            if y:
-                counts[nid] = counts.get(nid, 0) + 1
-    aucs = [_auc(np.array([counts.get(nid, 0) for nid in ids], dtype=float), labels)
-            for labels, ids in _read_impressions(split_dir / "behaviors.tsv") if 0 < labels.sum() < labels.size]
-    return float(np.mean(aucs)) if aucs else float("nan")
+    counts: Counter = Counter()
+    for imp in read_behaviors(train_dir / "behaviors.tsv"):
+        counts.update(nid for nid, y in zip(imp.candidates, imp.labels or []) if y)
+    impressions = read_behaviors(split_dir / "behaviors.tsv")
+    scores = np.array([counts[nid] for imp in impressions for nid in imp.candidates], dtype=np.float64)
+    labels = np.array([y for imp in impressions for y in imp.labels or [0] * len(imp.candidates)], dtype=np.int8)
+    offsets = np.cumsum([0] + [len(imp.candidates) for imp in impressions])
+    return float(impression_metrics(scores, labels, offsets)["auc"])
 
 
 # ----------------------------------------------------------------------------------------------- world
@@ -515,20 +516,3 @@ def _behavior_lines(cfg: SynthConfig, ids: np.ndarray, seed_user: np.ndarray, se
         mask[[int(nid[1:]) - 1 for nid in refs[s]]] = True  # "N{i+1}" -> i
         referenced[split] = mask
     return lines, referenced
-
-
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-def _read_impressions(path: Path) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """Yield ((n,) int labels, n candidate ids) per line of a behaviors.tsv."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            pairs = [tok.rsplit("-", 1) for tok in line.rstrip("\n").split("\t")[4].split()]
-            yield np.array([int(y) for _, y in pairs]), [nid for nid, _ in pairs]
-
-
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of one impression: P(score of a click > score of a non-click), ties counting half."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    return float((pos[:, None] > neg).mean() + 0.5 * (pos[:, None] == neg).mean())
