@@ -399,91 +399,37 @@ def convert_to_mind(events: pd.DataFrame, out_dir: str | Path, items: pd.DataFra
     icode, item_names = _sorted_ids(item)
     text, with_text = _item_text_table(items, item_names)  # early: a bad item file fails before the work
     n_items = item_names.size
-    popularity = np.bincount(icode, minlength=n_items).astype(np.float64)
-    weights = popularity ** cfg.popularity_power
     seen = np.unique(ucode * n_items + icode)  # every (user, item) interaction, clicked or not
 
-    # Clicks, per user in time order (ties: input order); drop repeats of an already clicked item.
-    click = np.flatnonzero(is_click)
-    click = click[np.lexsort((click, ts[click], ucode[click]))]
-    n_clicks = click.size
-    if not cfg.keep_repeats and click.size:
-        _, first = np.unique(ucode[click] * n_items + icode[click], return_index=True)
-        click = click[np.sort(first)]
-    c_user, c_item, c_time = ucode[click], icode[click], ts[click]
-    starts = np.flatnonzero(np.r_[True, c_user[1:] != c_user[:-1]]) if click.size else np.zeros(0, dtype=np.int64)
-    rank = np.arange(click.size) - np.repeat(starts, np.diff(np.r_[starts, click.size]))
-
-    imp = np.flatnonzero(rank >= cfg.min_history)  # positions in the click arrays
-    if imp.size == 0:
-        raise ValueError(
-            f"no impressions: no user has more than min_history={cfg.min_history} clicks "
-            f"({n_clicks} clicks in {len(events)} events)"
-        )
-    split_time = float(np.quantile(c_time, 1.0 - cfg.dev_fraction))
-    is_dev = c_time[imp] >= split_time
-    for name, count in (("train", int((~is_dev).sum())), ("dev", int(is_dev.sum()))):
-        if count == 0:
-            raise ValueError(
-                f"the {name} split is empty: the {1 - cfg.dev_fraction:g} quantile of click times leaves no "
-                f"impression on that side ({imp.size} impressions); change dev_fraction"
-            )
-
-    # Negatives, then one shuffled candidate list per impression.
-    imp_user = c_user[imp]
-    unseen = n_items - np.bincount(seen // n_items, minlength=user_names.size)
-    want = np.minimum(cfg.negatives, unseen[imp_user])  # every item occurs, so every weight is > 0
-    neg_imp, neg_item = _sample_negatives(rng, weights, seen, user_names.size, imp_user, want)
-    got = np.bincount(neg_imp, minlength=imp.size)
-    cand_imp = np.concatenate([np.arange(imp.size), neg_imp])
-    cand_item = np.concatenate([c_item[imp], neg_item])
-    label = np.concatenate([np.ones(imp.size, dtype=bool), np.zeros(neg_imp.size, dtype=bool)])
-    order = np.lexsort((rng.random(cand_imp.size), cand_imp))
-    cand_imp, cand_item, label = cand_imp[order], cand_item[order], label[order]
+    clicks = _ordered_clicks(ucode, icode, ts, is_click, n_items, cfg.keep_repeats)
+    imp, split_time, is_dev = _impressions(clicks, cfg, len(events))
+    imp_user = clicks.user[imp]
+    cand_imp, cand_item, label, got = _candidates(rng, clicks, imp, icode, n_items, seen, user_names.size, cfg)
 
     news_ids, news_scheme = _mind_ids(item_names, "N")
     user_ids, user_scheme = _mind_ids(user_names, "U")
-    tokens = np.where(label, (news_ids + "-1")[cand_item], (news_ids + "-0")[cand_item]).tolist()
-    bounds = np.r_[0, np.cumsum(np.bincount(cand_imp, minlength=imp.size))].tolist()
-
-    # Histories (the newest history_len earlier clicks) and the news each split references.
-    click_ids = news_ids[c_item].tolist()
-    history = [""] * imp.size
-    referenced = {"train": np.zeros(n_items, dtype=bool), "dev": np.zeros(n_items, dtype=bool)}
-    for split, mask in referenced.items():
-        mask[cand_item[is_dev[cand_imp] == (split == "dev")]] = True
-    imp_starts = np.searchsorted(imp_user, np.unique(imp_user))  # impressions are grouped by user too
-    imp_ends = np.r_[imp_starts[1:], imp.size]
-    L = cfg.history_len
-    for a, b in zip(imp_starts.tolist(), imp_ends.tolist()):
-        first = int(imp[a] - rank[imp[a]])  # the user's first click
-        for j in range(a, b):
-            pos = int(imp[j])
-            history[j] = " ".join(click_ids[max(first, pos - L):pos])
-        for split, sel in (("train", ~is_dev[a:b]), ("dev", is_dev[a:b])):
-            positions = imp[a:b][sel]
-            if positions.size and L:
-                referenced[split][c_item[max(first, int(positions.min()) - L):int(positions.max())]] = True
-
-    times = format_times(c_time[imp])
-    news_lines = [f"{nid}\t{t[1]}\t{t[2]}\t{t[0]}\t{t[3]}\t\t[]\t[]" for nid, t in zip(news_ids.tolist(), text)]
-    line_order = np.lexsort((imp, c_time[imp]))  # behaviors in time order (ties: user, then click order)
-
+    history, referenced, users_with_impressions = _histories(clicks, imp, is_dev, cand_imp, cand_item, news_ids,
+                                                             n_items, cfg.history_len)
     summary: dict = {
         "events": len(events),
         "users": int(user_names.size),
         "items": int(n_items),
-        "clicks": n_clicks,
+        "clicks": clicks.total,
         "non_click_events": int((~is_click).sum()),
-        "repeat_clicks_dropped": n_clicks - int(click.size),
-        "history_only_clicks": int(click.size - imp.size),
-        "users_without_impressions": int(user_names.size - imp_starts.size),
+        "repeat_clicks_dropped": clicks.total - int(clicks.index.size),
+        "history_only_clicks": int(clicks.index.size - imp.size),
+        "users_without_impressions": int(user_names.size - users_with_impressions),
         "impressions_short_of_negatives": int((got < cfg.negatives).sum()),
         "items_with_text": with_text,
         "split_time": split_time,
         "split_time_utc": (_EPOCH + timedelta(seconds=split_time)).isoformat(sep=" ") + " UTC",
         "ids": {"users": user_scheme, "news": news_scheme},
     }
+    tokens = np.where(label, (news_ids + "-1")[cand_item], (news_ids + "-0")[cand_item]).tolist()
+    bounds = np.r_[0, np.cumsum(np.bincount(cand_imp, minlength=imp.size))].tolist()
+    times = format_times(clicks.time[imp])
+    news_lines = [f"{nid}\t{t[1]}\t{t[2]}\t{t[0]}\t{t[3]}\t\t[]\t[]" for nid, t in zip(news_ids.tolist(), text)]
+    line_order = np.lexsort((imp, clicks.time[imp]))  # behaviors in time order (ties: user, then click order)
     with atomic_folder(out) as tmp:  # all at once; an existing folder stays until the swap
         for split in ("train", "dev"):
             rows = line_order[is_dev[line_order] == (split == "dev")].tolist()
@@ -508,6 +454,94 @@ def convert_to_mind(events: pd.DataFrame, out_dir: str | Path, items: pd.DataFra
     summary["out_dir"] = str(out)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
+
+
+@dataclass
+class _Clicks:
+    """The kept clicks, grouped by user in time order: event ``index``, ``user`` / ``item`` codes,
+    ``time``, ``rank`` (0 for a user's first click), and ``total`` clicks before repeats were dropped."""
+
+    index: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    time: np.ndarray
+    rank: np.ndarray
+    total: int
+
+
+def _ordered_clicks(ucode: np.ndarray, icode: np.ndarray, ts: np.ndarray, is_click: np.ndarray, n_items: int,
+                    keep_repeats: bool) -> _Clicks:
+    """Clicks per user in time order (ties: input order); repeats of an already clicked item dropped."""
+    click = np.flatnonzero(is_click)
+    click = click[np.lexsort((click, ts[click], ucode[click]))]
+    total = int(click.size)
+    if not keep_repeats and click.size:
+        _, first = np.unique(ucode[click] * n_items + icode[click], return_index=True)
+        click = click[np.sort(first)]
+    c_user = ucode[click]
+    starts = np.flatnonzero(np.r_[True, c_user[1:] != c_user[:-1]]) if click.size else np.zeros(0, dtype=np.int64)
+    rank = np.arange(click.size) - np.repeat(starts, np.diff(np.r_[starts, click.size]))
+    return _Clicks(click, c_user, icode[click], ts[click], rank, total)
+
+
+def _impressions(clicks: _Clicks, cfg: ConvertConfig, n_events: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """(positions in the click arrays that become impressions, split time, is-dev per impression)."""
+    imp = np.flatnonzero(clicks.rank >= cfg.min_history)
+    if imp.size == 0:
+        raise ValueError(
+            f"no impressions: no user has more than min_history={cfg.min_history} clicks "
+            f"({clicks.total} clicks in {n_events} events)"
+        )
+    split_time = float(np.quantile(clicks.time, 1.0 - cfg.dev_fraction))
+    is_dev = clicks.time[imp] >= split_time
+    for name, count in (("train", int((~is_dev).sum())), ("dev", int(is_dev.sum()))):
+        if count == 0:
+            raise ValueError(
+                f"the {name} split is empty: the {1 - cfg.dev_fraction:g} quantile of click times leaves no "
+                f"impression on that side ({imp.size} impressions); change dev_fraction"
+            )
+    return imp, split_time, is_dev
+
+
+def _candidates(rng: np.random.Generator, clicks: _Clicks, imp: np.ndarray, icode: np.ndarray, n_items: int,
+                seen: np.ndarray, n_users: int, cfg: ConvertConfig):
+    """Each impression's click plus its sampled non-clicks, shuffled: (impression, item, is-click) per
+    candidate, grouped by impression, and the number of negatives each impression got."""
+    weights = np.bincount(icode, minlength=n_items).astype(np.float64) ** cfg.popularity_power
+    imp_user = clicks.user[imp]
+    unseen = n_items - np.bincount(seen // n_items, minlength=n_users)
+    want = np.minimum(cfg.negatives, unseen[imp_user])  # every item occurs, so every weight is > 0
+    neg_imp, neg_item = _sample_negatives(rng, weights, seen, n_users, imp_user, want)
+    got = np.bincount(neg_imp, minlength=imp.size)
+    cand_imp = np.concatenate([np.arange(imp.size), neg_imp])
+    cand_item = np.concatenate([clicks.item[imp], neg_item])
+    label = np.concatenate([np.ones(imp.size, dtype=bool), np.zeros(neg_imp.size, dtype=bool)])
+    order = np.lexsort((rng.random(cand_imp.size), cand_imp))
+    return cand_imp[order], cand_item[order], label[order], got
+
+
+def _histories(clicks: _Clicks, imp: np.ndarray, is_dev: np.ndarray, cand_imp: np.ndarray, cand_item: np.ndarray,
+               news_ids: np.ndarray, n_items: int, history_len: int):
+    """(history text per impression: the newest ``history_len`` earlier clicks; per split, a mask of
+    the items its news.tsv must hold (candidates and histories); users with an impression)."""
+    click_ids = news_ids[clicks.item].tolist()
+    history = [""] * imp.size
+    referenced = {"train": np.zeros(n_items, dtype=bool), "dev": np.zeros(n_items, dtype=bool)}
+    for split, mask in referenced.items():
+        mask[cand_item[is_dev[cand_imp] == (split == "dev")]] = True
+    imp_user = clicks.user[imp]
+    imp_starts = np.searchsorted(imp_user, np.unique(imp_user))  # impressions are grouped by user too
+    imp_ends = np.r_[imp_starts[1:], imp.size]
+    for a, b in zip(imp_starts.tolist(), imp_ends.tolist()):
+        first = int(imp[a] - clicks.rank[imp[a]])  # the user's first click
+        for j in range(a, b):
+            pos = int(imp[j])
+            history[j] = " ".join(click_ids[max(first, pos - history_len):pos])
+        for split, sel in (("train", ~is_dev[a:b]), ("dev", is_dev[a:b])):
+            positions = imp[a:b][sel]
+            if positions.size and history_len:
+                referenced[split][clicks.item[max(first, int(positions.min()) - history_len):int(positions.max())]] = True
+    return history, referenced, int(imp_starts.size)
 
 
 def _escape(name: str) -> str:
