@@ -1,0 +1,106 @@
+"""In-process speed of every news model on a MIND-format folder: training samples/s over a fixed
+number of batches and evaluation impressions/s over the whole dev split (news encoding included),
+one process, the same untrained weights for both. Quick before/after figures for a speed change;
+`bench_news.py` measures full runs through the CLI.
+
+    python benchmarks/bench_speed.py --data ../shared/data/mlsmall_mind --threads 1 --batches 60
+
+Word vectors are random with ``--word-dim`` (50, GloVe 6B 50-d's size) so that nothing is read but
+the data; speed does not depend on the values. Prints one row per model, the commit and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_news import commit, machine  # noqa: E402
+
+
+def measure(name: str, data: Path, batches: int, eval_impressions: int | None, word_dim: int) -> dict:
+    from newsrank.config import load_config
+    from newsrank.core.runtime import seed_everything
+    from newsrank.data.batching import NewsFeatures, TrainSampler
+    from newsrank.data.dataset import Behaviors, load_split, load_vocabularies
+    from newsrank.evaluate import score_behaviors
+    from newsrank.models import ModelContext, model_class
+    from newsrank.train import split_dirs
+
+    cls = model_class(name)
+    config = load_config(name, cls.config_class)
+    if hasattr(config.model, "word_dim"):
+        config.model.word_dim = word_dim
+    train_dir, dev_dir = split_dirs(data)
+    vocabs = load_vocabularies(train_dir, config.data)
+    train_table, train_behaviors = load_split(train_dir, vocabs, config.data)
+    dev_table, dev_behaviors = load_split(dev_dir, vocabs, config.data)
+    if eval_impressions:
+        n = min(eval_impressions, len(dev_behaviors))
+        end = int(dev_behaviors.offsets[n])
+        dev_behaviors = Behaviors(dev_behaviors.impression_ids[:n], dev_behaviors.users[:n], dev_behaviors.times[:n],
+                                  dev_behaviors.history[:n], dev_behaviors.offsets[: n + 1],
+                                  dev_behaviors.candidates[:end], dev_behaviors.labels[:end])
+    seed_everything(0)
+    context = ModelContext(vocabs)
+    cls.adapt_config(config.model, context, train_table)
+    model = cls(config.model, context)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    news = NewsFeatures.from_table(train_table)
+    sampler = TrainSampler(train_behaviors, config.train.npratio, config.train.batch_size, 0)
+    model.train()
+    seen, started = 0, None
+    for i, batch in enumerate(sampler.epoch(0)):
+        if i == batches + 2:
+            break
+        if i == 2:  # two warm-up batches
+            seen, started = 0, time.perf_counter()
+        logits = model(batch, news)
+        loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(logits)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    score_behaviors(model, dev_table, dev_behaviors, config.train.eval_batch_size)
+    eval_s = time.perf_counter() - started
+    return {"model": name, "train_samples_per_s": seen / train_s, "eval_impressions_per_s": len(dev_behaviors) / eval_s,
+            "eval_impressions": len(dev_behaviors)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mlsmall_mind")
+    parser.add_argument("--models", nargs="+", default=["nrms", "lstur", "npa", "naml", "fum", "gru", "dkn", "fim"])
+    parser.add_argument("--batches", type=int, default=60, help="timed training batches (after 2 warm-up ones)")
+    parser.add_argument("--eval-impressions", type=int, default=None, help="first N dev impressions (default all)")
+    parser.add_argument("--fim-eval-impressions", type=int, default=500, help="FIM: first N dev impressions")
+    parser.add_argument("--word-dim", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.models:
+        limit = args.fim_eval_impressions if name == "fim" else args.eval_impressions
+        batches = min(args.batches, 20) if name == "fim" else args.batches
+        rows.append(measure(name, args.data, batches, limit, args.word_dim))
+        r = rows[-1]
+        print(f"| {name} | {r['train_samples_per_s']:.1f} | {r['eval_impressions_per_s']:.1f} | {r['eval_impressions']} |",
+              flush=True)
+    print(f"Printed by `python benchmarks/bench_speed.py {' '.join(sys.argv[1:])}` at commit {commit()} on {machine()}.")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "commit": commit(), "machine": machine(),
+                                         "argv": sys.argv[1:]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
