@@ -1,6 +1,7 @@
 """Fast evaluation and prediction, written once for every model.
 
-Fast path: every news item of the split is encoded once, every impression's user once, and a
+Fast path: every news item of the split is encoded once (with what the user side computes from
+each clicked news alone, ``model.history_features``), every impression's user once, and a
 candidate's score is the dot product of the two (``model.score``). Because the training forward
 uses the very same encoders and scorer, this gives the same numbers as scoring each candidate on
 its own (``score_one_at_a_time``; a test checks it for every registered model).
@@ -91,6 +92,8 @@ def score_behaviors(
         news = NewsFeatures.from_table(table, device)
         # Every news item once, unless its vector depends on the user (then per impression batch).
         news_vectors = None if model.user_conditioned_news else encode_all_news(model, news, batch_size)  # [N, D]
+        # What the user side reads of each clicked news alone (NRMS: Q/K/V), once per news item.
+        feature_table = None if news_vectors is None else model.history_features(news_vectors)  # [N, F] or None
         offsets = np.asarray(behaviors.offsets)
         candidates = torch.as_tensor(np.array(behaviors.candidates, dtype=np.int64))
         scores = np.empty(len(candidates), dtype=np.float32)
@@ -111,10 +114,11 @@ def score_behaviors(
             else:
                 history_vectors = news_vectors[history]  # [b, H, D]
                 cand_vectors = news_vectors[cand_rows]  # [t, D]
+            features = None if feature_table is None else feature_table[history]  # [b, H, F]
             if model.candidate_aware:
                 # No user vector to cache: all candidates of these impressions in one batched call.
                 padded, mask = padded_candidates(torch.arange(len(cand_rows), device=device), counts)  # [b, C]
-                inputs = UserInputs(history, history != PAD, history_vectors, users, news)
+                inputs = UserInputs(history, history != PAD, history_vectors, users, news, features)
                 flat = model.score_candidates(inputs, cand_vectors[padded], mask)[mask]  # [t]
                 scores[start:stop] = flat.float().cpu().numpy()
                 continue
@@ -125,10 +129,11 @@ def score_behaviors(
             if len(distinct) < len(keys):
                 first = torch.full((len(distinct),), len(keys), dtype=torch.long, device=device)
                 first = first.scatter_reduce(0, inverse, torch.arange(len(keys), device=device), "amin")  # [u]
-                inputs = UserInputs(history[first], history[first] != PAD, history_vectors[first], users[first], news)
+                inputs = UserInputs(history, history != PAD, history_vectors, users, news, features).take(first)
                 user_vectors = model.encode_user(inputs)[inverse]  # [b, D]
             else:
-                user_vectors = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news))
+                user_vectors = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news,
+                                                            features))
             flat = model.score(user_vectors[owner], cand_vectors[:, None, :])[:, 0]  # [t]
             scores[start:stop] = flat.float().cpu().numpy()
     return scores

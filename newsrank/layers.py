@@ -44,9 +44,10 @@ class AdditiveAttention(nn.Module):
         irregular groups, e.g. FUM's tokens per clicked news)."""
         return self.query(torch.tanh(self.proj(x))).squeeze(-1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x: [..., L, in_dim], mask: [..., L] bool
-        scores = self.scores(x)  # [..., L]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, scores: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        # x: [..., L, in_dim], mask: [..., L] bool; scores [..., L]: ``scores(x)`` when the caller has them
+        scores = self.scores(x) if scores is None else scores  # [..., L]
         weights = torch.softmax(masked_fill_min(scores, mask), dim=-1)  # [..., L]
         return torch.einsum("...l,...ld->...d", weights, x)  # [..., in_dim]
 
@@ -66,13 +67,21 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: [B, L, in_dim], mask: [B, L] bool (True = real position; keys that are False are ignored)
-        b, length, _ = x.shape
-        q, k, v = (
-            self.qkv(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        )  # each [B, heads, L, head_dim]
+        return self.attend(self.project(x), mask)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., 3 * heads * head_dim] the queries, keys and values of vectors x [..., in_dim]: a
+        position-free map of each vector alone, so a caller may compute it once per distinct input
+        (NRMS's user encoder: once per news item) and hand the result to ``attend``."""
+        return self.qkv(x)
+
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, heads * head_dim] self-attention from projected inputs qkv [B, L, 3 * heads * head_dim]."""
+        b, length, _ = qkv.shape
+        q, k, v = qkv.view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each [B, heads, L, head_dim]
         bias = None
         if mask is not None:
-            bias = masked_fill_min(x.new_zeros(b, 1, 1, length), mask[:, None, None, :])  # [B, 1, 1, L]
+            bias = masked_fill_min(qkv.new_zeros(b, 1, 1, length), mask[:, None, None, :])  # [B, 1, 1, L]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, heads, L, head_dim]
         return out.transpose(1, 2).reshape(b, length, self.out_dim)  # [B, L, heads * head_dim]
 

@@ -148,6 +148,43 @@ def test_user_side_ignores_junk_in_padded_history_slots(built, name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_cached_history_features_equal_the_uncached_path(built, name):
+    """What the user side computes from each clicked news alone (``history_features``), computed
+    once per news item and handed over, gives the user side's own result, junk in padded slots too."""
+    model, _, _, (table, behaviors) = built[name]
+    news = NewsFeatures.from_table(table)
+    history = torch.as_tensor(np.array(behaviors.history[:6], dtype=np.int64))  # [6, H]
+    real = history != 0
+    users = torch.as_tensor(np.array(behaviors.users[:6], dtype=np.int64))
+    if model.user_conditioned_news:
+        h = history.shape[1]
+        vectors = model.encode_pairs(news, history.reshape(-1), users.repeat_interleave(h)).view(6, h, -1)
+        table_features = None
+    else:
+        all_vectors = encode_all_news(model, news, 64)
+        vectors = all_vectors[history]  # [6, H, D]
+        table_features = model.history_features(all_vectors)  # [N, F] or None
+    if table_features is None:
+        assert model.history_features(vectors.reshape(-1, vectors.shape[-1])) is None
+        return
+    features = table_features[history]  # [6, H, F], as the evaluator gathers them
+    junk_vectors, junk_features = vectors.clone(), features.clone()
+    g = torch.Generator().manual_seed(2)
+    junk_vectors[~real] = torch.randn(int((~real).sum()), vectors.shape[-1], generator=g) * 5
+    junk_features[~real] = torch.randn(int((~real).sum()), features.shape[-1], generator=g) * 5
+    cands = all_vectors[torch.as_tensor(np.array(behaviors.candidates[:12], dtype=np.int64)).view(6, 2)]
+
+    def run(v, f):
+        inputs = UserInputs(history, real, v, users, news, f)
+        return model.score_candidates(inputs, cands) if model.candidate_aware else model.encode_user(inputs)
+
+    with torch.no_grad():
+        reference = run(vectors, None)
+        for v, f in ((vectors, features), (junk_vectors, junk_features), (junk_vectors, None)):
+            torch.testing.assert_close(run(v, f), reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_checkpoint_round_trip_gives_identical_scores(built, synth_dir, tmp_path, name):
     from newsrank.checkpoint import load_checkpoint, save_checkpoint
     from newsrank.evaluate import score_behaviors

@@ -240,3 +240,21 @@ def test_mode_and_mask_settings_are_checked(tiny_data):
     vocabs = tiny_data[0]
     with pytest.raises(ValueError):
         LSTUR(dataclasses.replace(TINY, user_mask_prob=1.5), ModelContext(vocabs))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stepped_gru_from_cached_projections_equals_the_packed_gru(tiny_data, mode):
+    """Evaluation's hand-stepped GRU (input projections once per news) is training's packed nn.GRU."""
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, mode=mode)
+    news = NewsFeatures.from_table(table)
+    vectors = encode_all_news(model, news, 64)
+    history = torch.as_tensor(np.array(behaviors.history[:8], dtype=np.int64))
+    history[3] = 0  # a user without clicks keeps the initial state
+    mask = history != 0
+    initial = torch.randn(8, vectors.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        packed = model.packed_gru(vectors[history], mask, initial)
+        stepped = model.stepped_gru(model.history_features(vectors)[history], mask, initial)
+    torch.testing.assert_close(stepped, packed, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stepped[3], initial[3])

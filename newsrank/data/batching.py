@@ -74,11 +74,16 @@ class UserInputs:
     history_vectors: torch.Tensor  # [B, H, D] news vectors of the clicks
     users: torch.Tensor  # [B] long user-vocabulary index (UNK = unseen in training)
     news: NewsFeatures  # the split's whole news table, for encoders that read clicked tokens
+    # [B, H, F] the model's ``history_features`` of the clicks' vectors, computed once per distinct
+    # news item by the trainer and once per news of the split by the evaluator; None: not given,
+    # the model computes them from ``history_vectors`` itself (the two are equal)
+    history_features: torch.Tensor | None = None
 
     def take(self, rows: torch.Tensor) -> "UserInputs":
         """The given impressions (rows of the batch); the news table is shared."""
+        features = None if self.history_features is None else self.history_features[rows]
         return UserInputs(self.history[rows], self.history_mask[rows], self.history_vectors[rows], self.users[rows],
-                          self.news)
+                          self.news, features)
 
 
 @dataclass

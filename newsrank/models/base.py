@@ -126,6 +126,24 @@ class NewsRecModel(nn.Module):
         """[B, D] user vectors; depend on the history only, never on the candidates."""
         raise NotImplementedError
 
+    def history_features(self, vectors: torch.Tensor) -> torch.Tensor | None:
+        """[N, F] what the user side computes from each clicked news vector [N, D] alone, before
+        anything mixes clicks or reads the user (NRMS: the self-attention's queries, keys and values;
+        NAML: the attention pooling's score), or None (default) when there is nothing such.
+
+        The trainer computes it once per distinct news item of a batch and the evaluator once per
+        news item of the split, instead of once per history slot of every impression, and hands it
+        over as ``UserInputs.history_features``; ``encode_user`` / ``score_candidates`` use it when
+        given and compute the same from ``history_vectors`` otherwise (a test checks both agree)."""
+        return None
+
+    def features_of(self, user: UserInputs) -> torch.Tensor:
+        """[B, H, F] ``user.history_features``, or this model's ``history_features`` of its vectors."""
+        if user.history_features is not None:
+            return user.history_features
+        b, h, d = user.history_vectors.shape
+        return self.history_features(user.history_vectors.reshape(b * h, d)).view(b, h, -1)
+
     def encode_news_rows(
         self,
         news: NewsFeatures,
@@ -163,12 +181,19 @@ class NewsRecModel(nn.Module):
         For ordinary models the user is irrelevant and only distinct rows count; for
         user-conditioned ones each distinct (user, row) pair is encoded.
         """
+        vectors, inverse = self.encode_distinct(news, rows, users)
+        return vectors[inverse]
+
+    def encode_distinct(self, news: NewsFeatures, rows: torch.Tensor, users: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([U, D] vectors of the distinct (news, or for user-conditioned models (user, news)) keys
+        among ``rows`` [R] read by ``users`` [R], [R] index of each row's key)."""
         if not self.user_conditioned_news:
             unique, inverse = torch.unique(rows, return_inverse=True)
-            return self.encode_news_rows(news, unique)[inverse]
+            return self.encode_news_rows(news, unique), inverse
         keys = users * len(news) + rows  # one integer per (user, row) pair
         unique, inverse = torch.unique(keys, return_inverse=True)
-        return self.encode_news_rows(news, unique % len(news), users=unique // len(news))[inverse]
+        return self.encode_news_rows(news, unique % len(news), users=unique // len(news)), inverse
 
     def score_candidates(
         self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None
@@ -193,8 +218,11 @@ class NewsRecModel(nn.Module):
         c = batch.candidates.shape[1]
         rows = torch.cat([batch.history.reshape(-1), batch.candidates.reshape(-1)])  # [B*H + B*C]
         readers = torch.cat([batch.users.repeat_interleave(h), batch.users.repeat_interleave(c)])  # [B*H + B*C]
-        vectors = self.encode_pairs(news, rows, readers)  # [B*H + B*C, D]
-        history_vectors = vectors[: b * h].view(b, h, -1)  # [B, H, D]
-        candidate_vectors = vectors[b * h :].view(b, c, -1)  # [B, C, D]
-        user = UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news)
+        distinct, inverse = self.encode_distinct(news, rows, readers)  # [U, D], [B*H + B*C]
+        history_vectors = distinct[inverse[: b * h]].view(b, h, -1)  # [B, H, D]
+        candidate_vectors = distinct[inverse[b * h :]].view(b, c, -1)  # [B, C, D]
+        features = self.history_features(distinct)  # [U, F] once per distinct news, or None
+        if features is not None:
+            features = features[inverse[: b * h]].view(b, h, -1)  # [B, H, F]
+        user = UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news, features)
         return self.score_candidates(user, candidate_vectors)

@@ -153,14 +153,19 @@ class DKN(NewsRecModel):
             pooled.append(masked_fill_min(c, valid[:, None, :]).max(dim=-1).values)  # [N, filters]
         return torch.cat(pooled, dim=-1)  # [N, len(filter_sizes) * filters]
 
+    def history_features(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, A] the clicked half W_c e_k of the candidate attention's first layer, per news vector."""
+        return F.linear(vectors, self.attention.weight[:, : vectors.shape[-1]])
+
     def score_candidates(
         self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         clicks, click_mask = user.history_vectors, user.history_mask  # [B, H, D], [B, H]
         d = clicks.shape[-1]
-        # H([e_k; e_j]) = W_c e_k + W_j e_j + b: the clicked and the candidate halves apart, then broadcast.
+        # H([e_k; e_j]) = W_c e_k + W_j e_j + b: the clicked half once per news (history_features), the
+        # candidate half per candidate, then broadcast.
         w = self.attention.weight  # [A, 2D]
-        hidden = (F.linear(clicks, w[:, :d])[:, None, :, :]  # [B, 1, H, A]
+        hidden = (self.features_of(user)[:, None, :, :]  # [B, 1, H, A]
                   + F.linear(candidates, w[:, d:], self.attention.bias)[:, :, None, :])  # [B, C, H, A]
         logits = self.attention_out(torch.relu(hidden)).squeeze(-1)  # [B, C, H]
         weights = torch.softmax(masked_fill_min(logits, click_mask[:, None, :]), dim=-1)  # [B, C, H]

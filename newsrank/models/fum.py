@@ -289,11 +289,15 @@ class FUM(NewsRecModel):
 
     # ------------------------------------------------------------------ user
 
+    def history_features(self, vectors: torch.Tensor) -> torch.Tensor | None:
+        """[N, 3 * D] u^c's self-attention queries, keys and values of each news vector (NRMS's)."""
+        return self.click_attention.project(vectors) if self.config.coarse else None
+
     def encode_user(self, user: UserInputs) -> torch.Tensor:
         c = self.config
         coarse = fine = None
         if c.coarse:
-            x = self.click_attention(user.history_vectors, user.history_mask)  # [B, H, D]
+            x = self.click_attention.attend(self.features_of(user), user.history_mask)  # [B, H, D]
             coarse = self.click_pool(x, user.history_mask)  # [B, D]
         if c.fine_grained:
             fine = self.fine_grained_user(user)  # [B, fine_news_dim]

@@ -50,6 +50,6 @@ class GRU(CNNNewsGRU):
         self.gru = nn.GRU(dim, dim, batch_first=True)
 
     def encode_user(self, user: UserInputs) -> torch.Tensor:
-        vectors, mask = user.history_vectors, user.history_mask  # [B, H, D], [B, H]
+        vectors = user.history_vectors  # [B, H, D]
         initial = vectors.new_zeros(vectors.shape[0], vectors.shape[2])  # [B, D]
-        return self.short_term(vectors, mask, initial)  # [B, D]
+        return self.short_term(user, initial)  # [B, D]

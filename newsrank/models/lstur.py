@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -96,9 +97,39 @@ class CNNNewsGRU(NewsRecModel):
             [title, self.categories(news.category), self.subcategories(news.subcategory)], dim=-1
         )  # [N, filters + 2 * category_dim]
 
-    def short_term(self, vectors: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    def history_features(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, 3D] the GRU's input projections W_ih x + b_ih (reset, update, new) of each news vector."""
+        return F.linear(vectors, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
+
+    def short_term(self, user: UserInputs, initial: torch.Tensor) -> torch.Tensor:
         """[B, D] final GRU state over the real clicks of each row (in order), from ``initial`` [B, D];
-        rows without any click keep ``initial``."""
+        rows without any click keep ``initial``.
+
+        Training runs ``nn.GRU`` over the packed clicks (its fused backward is the fast one there).
+        Evaluation steps the same GRU by hand from the input projections computed once per news
+        item (``history_features``), so per step only the recurrent product W_hh h remains: half
+        the GRU's work. The two are the same function (a test compares them)."""
+        if self.training:
+            return self.packed_gru(user.history_vectors, user.history_mask, initial)
+        return self.stepped_gru(self.features_of(user), user.history_mask, initial)
+
+    def stepped_gru(self, inputs: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+        """``short_term`` from input projections [B, H, 3D]: padded steps leave the state as it is."""
+        w_hh, b_hh = self.gru.weight_hh_l0, self.gru.bias_hh_l0
+        state = initial  # [B, D]
+        real = mask.any(dim=0).nonzero()  # steps where some row has a click
+        if not len(real):
+            return state
+        for t in range(int(real[0]), mask.shape[1]):
+            i_r, i_z, i_n = inputs[:, t].chunk(3, dim=-1)  # each [B, D]
+            h_r, h_z, h_n = F.linear(state, w_hh, b_hh).chunk(3, dim=-1)  # each [B, D]
+            r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+            new = torch.tanh(i_n + r * h_n)
+            state = torch.where(mask[:, t, None], (1 - z) * new + z * state, state)  # [B, D]
+        return state
+
+    def packed_gru(self, vectors: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+        """``short_term`` with ``nn.GRU`` over the packed real clicks of news vectors [B, H, D]."""
         b, h, d = vectors.shape
         lengths = mask.sum(dim=1)  # [B]
         # Real clicks first, in their order (a stable sort of "is padding"), padding after them.
@@ -142,8 +173,7 @@ class LSTUR(CNNNewsGRU):
 
     def encode_user(self, user: UserInputs) -> torch.Tensor:
         long = self.long_term(user.users)  # [B, D]
-        vectors, mask = user.history_vectors, user.history_mask  # [B, H, D], [B, H]
         if self.config.mode == "ini":
-            return self.short_term(vectors, mask, long)  # [B, D]
-        short = self.short_term(vectors, mask, torch.zeros_like(long))  # [B, D]
+            return self.short_term(user, long)  # [B, D]
+        short = self.short_term(user, torch.zeros_like(long))  # [B, D]
         return self.combine(torch.cat([short, long], dim=-1))  # [B, D]

@@ -101,5 +101,10 @@ class NAML(NewsRecModel):
         )  # [N, 4, filters]
         return self.view_pool(views)  # [N, filters]
 
+    def history_features(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, 1] the click pooling's attention score of each news vector (it reads the vector alone)."""
+        return self.click_pool.scores(vectors).unsqueeze(-1)
+
     def encode_user(self, user: UserInputs) -> torch.Tensor:
-        return self.click_pool(user.history_vectors, user.history_mask)  # [B, filters]
+        scores = self.features_of(user).squeeze(-1)  # [B, H]
+        return self.click_pool(user.history_vectors, user.history_mask, scores)  # [B, filters]

@@ -2,7 +2,9 @@
 
 News encoder: word embedding -> dropout -> multi-head self-attention over the title words ->
 dropout -> additive attention -> news vector (heads x head_dim).
-User encoder: multi-head self-attention over the clicked-news vectors -> additive attention.
+User encoder: multi-head self-attention over the clicked-news vectors -> additive attention. The
+self-attention's Q/K/V projections read each news vector alone, so they are computed once per news
+item (``history_features``), not once per history slot.
 Score: dot product of user and candidate vectors. Padding is masked at every attention.
 
 Defaults follow Microsoft Recommenders' ``nrms.yaml`` (20 heads x 20, attention hidden 200,
@@ -51,6 +53,10 @@ class NRMS(NewsRecModel):
         x = self.dropout(self.title_attention(x, mask))  # [N, L, heads * head_dim]
         return self.title_pool(x, mask)  # [N, heads * head_dim]
 
+    def history_features(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, 3 * D] the user self-attention's queries, keys and values of each news vector."""
+        return self.click_attention.project(vectors)
+
     def encode_user(self, user: UserInputs) -> torch.Tensor:
-        x = self.click_attention(user.history_vectors, user.history_mask)  # [B, H, D]
+        x = self.click_attention.attend(self.features_of(user), user.history_mask)  # [B, H, D]
         return self.click_pool(x, user.history_mask)  # [B, D]
