@@ -62,6 +62,18 @@ def impression_chunks(offsets: np.ndarray, batch_size: int, by_candidates: bool)
     return chunks
 
 
+def history_width(history: np.ndarray) -> np.ndarray:
+    """[I] columns each left-padded history [I, H] needs: from its oldest real click to the end
+    (0 for an empty history)."""
+    real = history != PAD
+    return np.where(real.any(axis=1), history.shape[1] - real.argmax(axis=1), 0)
+
+
+def gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[*rows.shape, F] rows of ``table`` [N, F] (``index_select``: faster than ``table[rows]``)."""
+    return table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[-1])
+
+
 def padded_candidates(rows: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat candidate rows [t] of impressions with ``counts`` [b] candidates each, as [b, C] rows
     (padded with 0, the padding news) and a [b, C] bool mask, C = the largest count."""
@@ -97,45 +109,54 @@ def score_behaviors(
         offsets = np.asarray(behaviors.offsets)
         candidates = torch.as_tensor(np.array(behaviors.candidates, dtype=np.int64))
         scores = np.empty(len(candidates), dtype=np.float32)
-        chunks = impression_chunks(offsets, batch_size, model.candidate_aware)
+        history_all = np.asarray(behaviors.history, dtype=np.int64)  # [I, H], left-padded
+        users_all = np.asarray(behaviors.users, dtype=np.int64)  # [I]
+        counts_all = np.diff(offsets)  # [I] candidates per impression
+        # Impressions in order of history width (oldest real click to the end), so that a batch is
+        # cut to its own widest history: padding columns cost nothing (every model ignores them).
+        width_all = history_width(history_all)  # [I]
+        order = np.argsort(width_all, kind="stable")
+        chunks = impression_chunks(np.concatenate([[0], np.cumsum(counts_all[order])]), batch_size,
+                                   model.candidate_aware)
         for lo, hi in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
-            history = torch.as_tensor(np.array(behaviors.history[lo:hi], dtype=np.int64), device=device)
-            users = torch.as_tensor(np.array(behaviors.users[lo:hi], dtype=np.int64), device=device)
+            picked = order[lo:hi]  # [b] impressions of this batch
+            width = max(1, int(width_all[picked].max()))
+            history = torch.as_tensor(history_all[picked, history_all.shape[1] - width :], device=device)  # [b, W]
+            users = torch.as_tensor(users_all[picked], device=device)  # [b]
             # Candidates of these impressions, flat, with the impression each belongs to.
-            start, stop = offsets[lo], offsets[hi]
-            counts = torch.as_tensor(np.diff(offsets[lo : hi + 1]), device=device)  # [b]
-            owner = torch.repeat_interleave(torch.arange(hi - lo, device=device), counts)  # [t]
-            cand_rows = candidates[start:stop].to(device)  # [t]
+            counts_np = counts_all[picked]
+            positions = np.repeat(offsets[picked] - (np.cumsum(counts_np) - counts_np), counts_np) + np.arange(
+                counts_np.sum())  # [t] where each candidate's score goes
+            counts = torch.as_tensor(counts_np, device=device)  # [b]
+            owner = torch.repeat_interleave(torch.arange(len(picked), device=device), counts)  # [t]
+            cand_rows = candidates[torch.as_tensor(positions)].to(device)  # [t]
+            inverse = torch.arange(len(picked), device=device)  # [b] the user row of each impression
+            if not model.candidate_aware:
+                # Each distinct (user, history) once: MIND repeats a user's history in every impression
+                # of that user, so its user vectors are computed once, not once per impression.
+                keys = torch.cat([users[:, None], history], dim=1)  # [b, 1 + W]
+                distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [u, 1 + W], [b]
+                first = torch.full((len(distinct),), len(keys), dtype=torch.long, device=device)
+                first = first.scatter_reduce(0, inverse, torch.arange(len(keys), device=device), "amin")  # [u]
+                history, users = history[first], users[first]  # [u, W], [u]
             if news_vectors is None:
-                h = history.shape[1]
-                history_vectors = model.encode_pairs(news, history.reshape(-1), users.repeat_interleave(h))
-                history_vectors = history_vectors.view(len(history), h, -1)  # [b, H, D]
-                cand_vectors = model.encode_pairs(news, cand_rows, users[owner])  # [t, D]
+                w = history.shape[1]
+                history_vectors = model.encode_pairs(news, history.reshape(-1), users.repeat_interleave(w))
+                history_vectors = history_vectors.view(len(history), w, -1)  # [b, W, D]
+                cand_vectors = model.encode_pairs(news, cand_rows, users[inverse][owner])  # [t, D]
             else:
-                history_vectors = news_vectors[history]  # [b, H, D]
-                cand_vectors = news_vectors[cand_rows]  # [t, D]
-            features = None if feature_table is None else feature_table[history]  # [b, H, F]
+                history_vectors = gather_rows(news_vectors, history)  # [b, W, D]
+                cand_vectors = news_vectors.index_select(0, cand_rows)  # [t, D]
+            features = None if feature_table is None else gather_rows(feature_table, history)  # [b, W, F]
+            inputs = UserInputs(history, history != PAD, history_vectors, users, news, features)
             if model.candidate_aware:
                 # No user vector to cache: all candidates of these impressions in one batched call.
                 padded, mask = padded_candidates(torch.arange(len(cand_rows), device=device), counts)  # [b, C]
-                inputs = UserInputs(history, history != PAD, history_vectors, users, news, features)
                 flat = model.score_candidates(inputs, cand_vectors[padded], mask)[mask]  # [t]
-                scores[start:stop] = flat.float().cpu().numpy()
-                continue
-            # Each distinct (user, history) once: MIND repeats a user's history in every impression
-            # of that user, so its user vectors are computed once, not once per impression.
-            keys = torch.cat([users[:, None], history], dim=1)  # [b, 1 + H]
-            distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [u, 1 + H], [b]
-            if len(distinct) < len(keys):
-                first = torch.full((len(distinct),), len(keys), dtype=torch.long, device=device)
-                first = first.scatter_reduce(0, inverse, torch.arange(len(keys), device=device), "amin")  # [u]
-                inputs = UserInputs(history, history != PAD, history_vectors, users, news, features).take(first)
-                user_vectors = model.encode_user(inputs)[inverse]  # [b, D]
             else:
-                user_vectors = model.encode_user(UserInputs(history, history != PAD, history_vectors, users, news,
-                                                            features))
-            flat = model.score(user_vectors[owner], cand_vectors[:, None, :])[:, 0]  # [t]
-            scores[start:stop] = flat.float().cpu().numpy()
+                user_vectors = model.encode_user(inputs)[inverse]  # [b, D]
+                flat = model.score(user_vectors[owner], cand_vectors[:, None, :])[:, 0]  # [t]
+            scores[positions] = flat.float().cpu().numpy()
     return scores
 
 

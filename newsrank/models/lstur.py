@@ -97,8 +97,11 @@ class CNNNewsGRU(NewsRecModel):
             [title, self.categories(news.category), self.subcategories(news.subcategory)], dim=-1
         )  # [N, filters + 2 * category_dim]
 
-    def history_features(self, vectors: torch.Tensor) -> torch.Tensor:
-        """[N, 3D] the GRU's input projections W_ih x + b_ih (reset, update, new) of each news vector."""
+    def history_features(self, vectors: torch.Tensor) -> torch.Tensor | None:
+        """[N, 3D] the GRU's input projections W_ih x + b_ih (reset, update, new) of each news vector;
+        None in training, where the packed ``nn.GRU`` projects its inputs itself."""
+        if self.training:
+            return None
         return F.linear(vectors, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
 
     def short_term(self, user: UserInputs, initial: torch.Tensor) -> torch.Tensor:
