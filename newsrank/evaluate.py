@@ -145,7 +145,9 @@ def score_behaviors(
                 history_vectors = history_vectors.view(len(history), w, -1)  # [b, W, D]
                 cand_vectors = model.encode_pairs(news, cand_rows, users[inverse][owner])  # [t, D]
             else:
-                history_vectors = gather_rows(news_vectors, history)  # [b, W, D]
+                history_vectors = None  # the model reads its features only
+                if feature_table is None or model.needs_history_vectors:
+                    history_vectors = gather_rows(news_vectors, history)  # [b, W, D]
                 cand_vectors = news_vectors.index_select(0, cand_rows)  # [t, D]
             features = None if feature_table is None else gather_rows(feature_table, history)  # [b, W, F]
             inputs = UserInputs(history, history != PAD, history_vectors, users, news, features)

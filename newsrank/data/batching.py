@@ -71,7 +71,7 @@ class UserInputs:
 
     history: torch.Tensor  # [B, H] long news rows, left-padded with 0
     history_mask: torch.Tensor  # [B, H] bool, True = a real click
-    history_vectors: torch.Tensor  # [B, H, D] news vectors of the clicks
+    history_vectors: torch.Tensor | None  # [B, H, D] news vectors of the clicks (None: see needs_history_vectors)
     users: torch.Tensor  # [B] long user-vocabulary index (UNK = unseen in training)
     news: NewsFeatures  # the split's whole news table, for encoders that read clicked tokens
     # [B, H, F] the model's ``history_features`` of the clicks' vectors, computed once per distinct
@@ -82,8 +82,8 @@ class UserInputs:
     def take(self, rows: torch.Tensor) -> "UserInputs":
         """The given impressions (rows of the batch); the news table is shared."""
         features = None if self.history_features is None else self.history_features[rows]
-        return UserInputs(self.history[rows], self.history_mask[rows], self.history_vectors[rows], self.users[rows],
-                          self.news, features)
+        vectors = None if self.history_vectors is None else self.history_vectors[rows]
+        return UserInputs(self.history[rows], self.history_mask[rows], vectors, self.users[rows], self.news, features)
 
 
 @dataclass

@@ -103,6 +103,10 @@ class NewsRecModel(nn.Module):
     #: ``encode_user``. The evaluator then scores the padded candidates of a batch of impressions in
     #: one call (``eval_batch_size`` counts candidates there) and still encodes each news item once.
     candidate_aware: bool = False
+    #: False when, given ``UserInputs.history_features``, the user side reads nothing else of the
+    #: clicks' vectors (NRMS, FUM, LSTUR and GRU): the evaluator then gathers the features only and
+    #: hands over ``history_vectors=None``.
+    needs_history_vectors: bool = True
 
     @classmethod
     def adapt_config(cls, config, context: ModelContext, table=None) -> list[str]:
@@ -221,8 +225,9 @@ class NewsRecModel(nn.Module):
         distinct, inverse = self.encode_distinct(news, rows, readers)  # [U, D], [B*H + B*C]
         history_vectors = distinct[inverse[: b * h]].view(b, h, -1)  # [B, H, D]
         candidate_vectors = distinct[inverse[b * h :]].view(b, c, -1)  # [B, C, D]
-        features = self.history_features(distinct)  # [U, F] once per distinct news, or None
+        clicked, slot = torch.unique(inverse[: b * h], return_inverse=True)  # distinct clicked news, [B*H]
+        features = self.history_features(distinct[clicked])  # [U', F] once per distinct clicked news, or None
         if features is not None:
-            features = features[inverse[: b * h]].view(b, h, -1)  # [B, H, F]
+            features = features[slot].view(b, h, -1)  # [B, H, F]
         user = UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news, features)
         return self.score_candidates(user, candidate_vectors)

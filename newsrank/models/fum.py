@@ -128,6 +128,7 @@ class NewsTextView(nn.Module):
 
 class FUM(NewsRecModel):
     config_class = FUMConfig
+    needs_history_vectors = False  # its user side reads the clicks' Q/K/V only
     INFERENCE_TOKENS = 1 << 13  # packed u^f tokens per pass when not training (memory, CPU caches)
 
     def __init__(self, config: FUMConfig, context: ModelContext):

@@ -50,6 +50,5 @@ class GRU(CNNNewsGRU):
         self.gru = nn.GRU(dim, dim, batch_first=True)
 
     def encode_user(self, user: UserInputs) -> torch.Tensor:
-        vectors = user.history_vectors  # [B, H, D]
-        initial = vectors.new_zeros(vectors.shape[0], vectors.shape[2])  # [B, D]
+        initial = torch.zeros(len(user.history), self.news_dim, device=user.history.device)  # [B, D]
         return self.short_term(user, initial)  # [B, D]

@@ -71,6 +71,8 @@ class CNNNewsGRU(NewsRecModel):
     and a GRU over the real clicks (packed). Subclasses call ``build_news_encoder`` in ``__init__``
     with a config derived from :class:`CNNNewsConfig`."""
 
+    needs_history_vectors = False  # evaluation steps the GRU from the input projections alone
+
     def build_news_encoder(self, config: CNNNewsConfig, context: ModelContext) -> int:
         """Create the news encoder's layers; returns the news dimension D."""
         self.words = word_embedding(context, config.word_dim)

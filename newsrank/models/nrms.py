@@ -35,6 +35,7 @@ class NRMSConfig:
 
 class NRMS(NewsRecModel):
     config_class = NRMSConfig
+    needs_history_vectors = False  # its user side reads the clicks' Q/K/V only
 
     def __init__(self, config: NRMSConfig, context: ModelContext):
         super().__init__()
