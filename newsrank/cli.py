@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import sys
 from pathlib import Path
@@ -49,7 +50,36 @@ def _default_data() -> Path:
     return folder
 
 
+def _launch(nproc: int, argv: list[str]) -> None:
+    """Run ``newsrank`` with ``argv`` in ``nproc`` local processes through torch.distributed's
+    launcher (what ``torchrun --standalone --nproc_per_node N -m newsrank ...`` does)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "newsrank", *argv]
+    code = subprocess.run(command).returncode
+    if code:
+        raise CliError(f"the {nproc} training processes failed (exit status {code})")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 def _train(args: argparse.Namespace) -> None:
+    if args.nproc is not None and args.nproc < 1:
+        raise CliError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _launch(args.nproc, _without_nproc(args.argv))
+        return
     from .config import apply_overrides, load_config
     from .models import model_class
     from .core.runtime import json_ready
@@ -63,6 +93,8 @@ def _train(args: argparse.Namespace) -> None:
     data = Path(args.data) if args.data else _default_data()
     out = Path(args.out) if args.out else Path("runs") / args.model
     result = train(config, data, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
+        return
     print(json.dumps(json_ready({k: result.best_metrics.get(k) for k in METRIC_KEYS}) | {"epoch": result.best_epoch,
                                                                                "run": str(out)}))
 
@@ -171,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last after its last full epoch")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--nproc", type=int, help="train in N local processes (torch.distributed, gloo on CPU, NCCL on "
+                                              "GPU); the same as torchrun --nproc_per_node N -m newsrank train ...")
     p.set_defaults(func=_train)
 
     p = commands.add_parser("evaluate", parents=[common], help="AUC, MRR, nDCG@5, nDCG@10 of a run on a labelled split")
@@ -231,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .core.atomic import atomic_write_text
+from .core.distributed import World
 from .data.batching import NewsFeatures, UserInputs
 from .data.dataset import Behaviors, NewsTable
 from .data.vocab import PAD
@@ -189,6 +190,22 @@ def score_one_at_a_time(model: NewsRecModel, table: NewsTable, behaviors: Behavi
     return scores
 
 
+def score_sharded(
+    model: NewsRecModel,
+    table: NewsTable,
+    behaviors: Behaviors,
+    world: World,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> np.ndarray:
+    """``score_behaviors`` split over the processes of ``world``: each rank scores a contiguous share
+    of the impressions, and every rank gets all the scores back, in order (a world of one just
+    scores them all)."""
+    lo, hi = world.shard(len(behaviors))
+    mine = score_behaviors(model, table, behaviors.slice(lo, hi), batch_size, world.device, progress)
+    return np.concatenate(world.gather(mine))
+
+
 def evaluate(
     model: NewsRecModel,
     table: NewsTable,
@@ -196,11 +213,16 @@ def evaluate(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    world: World | None = None,
 ) -> dict:
-    """AUC, MRR, nDCG@5, nDCG@10 per impression, averaged (see :mod:`newsrank.metrics`)."""
+    """AUC, MRR, nDCG@5, nDCG@10 per impression, averaged (see :mod:`newsrank.metrics`); with a
+    ``world`` of several processes, scored in shards (every rank returns the same metrics)."""
     if not behaviors.labelled:
         raise ValueError("this behaviors file has no labels: use `newsrank predict` to rank it")
-    scores = score_behaviors(model, table, behaviors, batch_size, device, progress)
+    if world is not None and world.distributed:
+        scores = score_sharded(model, table, behaviors, world, batch_size, progress)
+    else:
+        scores = score_behaviors(model, table, behaviors, batch_size, device, progress)
     return impression_metrics(scores, np.asarray(behaviors.labels), np.asarray(behaviors.offsets))
 
 

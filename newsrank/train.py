@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 import yaml
 from tqdm import tqdm
 
 from .checkpoint import load_trainer_state, read_meta, save_checkpoint
 from .config import RunConfig
+from .core.distributed import World, join, leave
 from .core.runtime import json_ready, resolve_device, seed_everything, set_threads
 from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
@@ -83,16 +85,38 @@ def train(
 
     An ``out_dir`` that already holds a run is continued with ``resume`` or replaced with
     ``overwrite``; otherwise it is an error, so a finished run is never lost by accident.
+
+    Started by ``torchrun`` (several processes, one machine or many), every process trains on its
+    share of each batch (``TrainSampler.epoch``: together exactly the single process's samples;
+    ``batch_size`` is the global batch and must divide by the number of processes), DDP averages
+    the gradients, evaluation is scored in shards and gathered, and only rank 0 writes.
     """
     out_dir = Path(out_dir)
     if not resume and not overwrite and any((out_dir / name).exists() for name in ("best", "last", "log.jsonl")):
         raise ValueError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
     tc = config.train
     if tc.epoch_batches is not None and tc.epoch_batches < 1:
         raise ValueError(f"train.epoch_batches must be >= 1 or null, got {tc.epoch_batches}")
     set_threads(tc.threads)
-    device = resolve_device(tc.device)
+    world = join(resolve_device(tc.device))
+    try:
+        return _train(config, data_dir, out_dir, resume, progress, world)
+    finally:
+        leave(world)
+
+
+def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool, progress: bool,
+           world: World) -> TrainResult:
+    tc = config.train
+    device = world.device
+    if world.distributed and tc.batch_size % world.size:
+        raise ValueError(f"train.batch_size {tc.batch_size} must divide by the {world.size} processes")
+    main = world.is_main
+    progress = progress and main
+    if not main:  # one process tells the story
+        log.setLevel(logging.WARNING)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(tc.seed)
     train_dir, dev_dir = split_dirs(data_dir)
 
@@ -115,11 +139,17 @@ def train(
         log.info("%s: %s", config.model_name, note)
     model: NewsRecModel = cls(config.model, context).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
+    # Under DDP the wrapper runs forward and averages gradients; ``model`` stays the plain module.
+    step_model = model
+    if world.distributed:
+        step_model = DistributedDataParallel(model, static_graph=True)  # a static graph may leave parameters unused
+        torch.manual_seed(tc.seed + world.rank)  # dropout differs per rank; the weights came from rank 0
     sampler = TrainSampler(train_behaviors, tc.npratio, tc.batch_size, tc.seed)
     if sampler.dropped:
         log.warning("%d clicks have no non-click in their impression and are not trained on", sampler.dropped)
     train_news = NewsFeatures.from_table(train_table, device)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    if main:
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
     history: list[dict] = []
     start_epoch, best_value, best_epoch, best_metrics = 0, -np.inf, -1, {}
@@ -138,10 +168,11 @@ def train(
         best_metrics = read_meta(out_dir / "best")["metrics"] if (out_dir / "best").is_dir() else {}
         if log_path.is_file():
             history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()[:start_epoch]]
-        # Epochs logged after the last checkpoint (a crash in between) are trained again.
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+        world.barrier()  # every rank has read the log before rank 0 rewrites it
+        if main:  # epochs logged after the last checkpoint (a crash in between) are trained again
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
         log.info("resuming after epoch %d", start_epoch)
-    else:
+    elif main:
         for stale in ("best", "last", "metrics.json", "log.jsonl"):  # --overwrite: start clean
             target = out_dir / stale
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
@@ -149,7 +180,7 @@ def train(
     for epoch in range(start_epoch, tc.epochs):
         model.train()
         seen, loss_sum, started = 0, 0.0, time.perf_counter()
-        batches = sampler.epoch(epoch)
+        batches = sampler.epoch(epoch, world.rank, world.size)
         total = len(sampler)
         if tc.epoch_batches is not None:  # a fixed prefix of the epoch's shuffled batches
             batches, total = itertools.islice(batches, tc.epoch_batches), min(total, tc.epoch_batches)
@@ -157,7 +188,7 @@ def train(
                    unit="batch", disable=not progress, dynamic_ncols=True)
         for batch in bar:
             batch = batch.to(device)
-            logits = model(batch, train_news)  # [B, 1 + npratio]
+            logits = step_model(batch, train_news)  # [B, 1 + npratio] (this rank's share of the batch)
             target = torch.zeros(len(logits), dtype=torch.long, device=device)  # the click is column 0
             loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
@@ -167,9 +198,11 @@ def train(
             loss_sum += float(loss.detach()) * len(logits)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_seconds = time.perf_counter() - started
+        seen, loss_sum = np.sum(world.gather(np.array([seen, loss_sum])), axis=0).tolist()  # all ranks' samples
+        seen = int(seen)
 
         started = time.perf_counter()
-        metrics = evaluate(model, dev_table, dev_behaviors, tc.eval_batch_size, device, progress)
+        metrics = evaluate(model, dev_table, dev_behaviors, tc.eval_batch_size, device, progress, world)
         eval_seconds = time.perf_counter() - started
         record = {
             "epoch": epoch + 1,
@@ -182,8 +215,9 @@ def train(
             "eval_impressions_per_s": metrics["impressions"] / eval_seconds if eval_seconds else None,
         }
         history.append(record)
-        with open(log_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if main:
+            with open(log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
         log.info("epoch %d: loss %.4f, dev auc %.4f mrr %.4f ndcg@5 %.4f ndcg@10 %.4f (%.0f samples/s, %.0f imp/s)",
                  epoch + 1, record["train_loss"], metrics["auc"], metrics["mrr"], metrics["ndcg@5"],
                  metrics["ndcg@10"], record["train_samples_per_s"] or 0, record["eval_impressions_per_s"] or 0)
@@ -193,11 +227,14 @@ def train(
             # A NaN metric (no impression qualifies) keeps the first epoch and never wins afterwards.
             best_value = -np.inf if np.isnan(value) else float(value)
             best_epoch, best_metrics = epoch + 1, metrics
-            save_checkpoint(out_dir / "best", model, config, vocabs, epoch + 1, json_ready(metrics))
-            kept = json_ready({k: metrics[k] for k in METRIC_KEYS}) | {"epoch": epoch + 1,
-                                                                        "select_metric": tc.select_metric}
-            (out_dir / "metrics.json").write_text(json.dumps(kept, indent=2), encoding="utf-8")
-        save_checkpoint(out_dir / "last", model, config, vocabs, epoch + 1, json_ready(metrics), optimizer,
-                        extra={"best_value": None if best_value == -np.inf else best_value,
-                               "best_epoch": best_epoch})
+            if main:
+                save_checkpoint(out_dir / "best", model, config, vocabs, epoch + 1, json_ready(metrics))
+                kept = json_ready({k: metrics[k] for k in METRIC_KEYS}) | {"epoch": epoch + 1,
+                                                                            "select_metric": tc.select_metric}
+                (out_dir / "metrics.json").write_text(json.dumps(kept, indent=2), encoding="utf-8")
+        if main:
+            save_checkpoint(out_dir / "last", model, config, vocabs, epoch + 1, json_ready(metrics), optimizer,
+                            extra={"best_value": None if best_value == -np.inf else best_value,
+                                   "best_epoch": best_epoch, "processes": world.size})
+        world.barrier()
     return TrainResult(best_metrics=best_metrics, best_epoch=best_epoch, history=history)

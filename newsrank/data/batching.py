@@ -143,7 +143,11 @@ class TrainSampler:
         pick = order[np.arange(len(impressions))[:, None], np.arange(self.npratio)[None, :] % count[:, None]]
         return self.neg_rows[start[:, None] + pick]  # [B, npratio]
 
-    def epoch(self, epoch: int) -> Iterator[TrainBatch]:
+    def epoch(self, epoch: int, rank: int = 0, world: int = 1) -> Iterator[TrainBatch]:
+        """The epoch's batches, the same for every seed and epoch. With ``world`` > 1 processes, rank
+        ``rank`` gets its share (rows ``rank::world``) of every batch: all ranks draw the same
+        batches (the same generator), so together they train on exactly the single process's
+        samples; a last batch smaller than ``world`` is left out, so every rank steps equally often."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.click_rows))
         history = self.behaviors.history
@@ -154,6 +158,10 @@ class TrainSampler:
             candidates = np.concatenate(
                 [self.click_rows[picked][:, None], self._negatives(impressions, rng)], axis=1
             )  # [B, 1 + npratio]
+            if world > 1:
+                if len(picked) < world:
+                    break
+                impressions, candidates = impressions[rank::world], candidates[rank::world]
             yield TrainBatch(
                 history=torch.from_numpy(np.asarray(history[impressions], dtype=np.int64)),
                 candidates=torch.from_numpy(candidates),

@@ -71,6 +71,13 @@ class Behaviors:
     def labelled(self) -> bool:
         return bool(len(self.labels)) and bool((self.labels >= 0).all())
 
+    def slice(self, lo: int, hi: int) -> "Behaviors":
+        """Impressions [lo, hi), offsets rebased to 0."""
+        start, stop = int(self.offsets[lo]), int(self.offsets[hi])
+        return Behaviors(self.impression_ids[lo:hi], self.users[lo:hi], self.times[lo:hi], self.history[lo:hi],
+                         np.asarray(self.offsets[lo : hi + 1]) - start, self.candidates[start:stop],
+                         self.labels[start:stop])
+
 
 # --------------------------------------------------------------------------- vocabularies
 
