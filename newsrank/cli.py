@@ -101,39 +101,44 @@ def _train(args: argparse.Namespace) -> None:
 
 def _load_for_data(run: str, split_dir: str):
     from .checkpoint import load_checkpoint, resolve_run
+    from .core.distributed import join
     from .data.dataset import load_split
     from .core.runtime import resolve_device
 
     folder = resolve_run(run)
     checkpoint = load_checkpoint(folder)
-    device = resolve_device(checkpoint.config.train.device)
-    checkpoint.model.to(device)
+    world = join(resolve_device(checkpoint.config.train.device))  # a world of one unless torchrun started us
+    checkpoint.model.to(world.device)
     table, behaviors = load_split(split_dir, checkpoint.vocabs, checkpoint.config.data)
-    return checkpoint, table, behaviors, device
+    return checkpoint, table, behaviors, world
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from .core.atomic import atomic_write_text
+    from .core.distributed import leave
     from .evaluate import evaluate
     from .core.runtime import json_ready
 
-    checkpoint, table, behaviors, device = _load_for_data(args.run, args.data)
+    checkpoint, table, behaviors, world = _load_for_data(args.run, args.data)
     metrics = json_ready(evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size,
-                                  device, progress=not args.quiet))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    print(json.dumps(metrics))
+                                  world.device, progress=not args.quiet and world.is_main, world=world))
+    leave(world)
+    if world.is_main:
+        atomic_write_text(args.out, json.dumps(metrics, indent=2))
+        print(json.dumps(metrics))
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .evaluate import score_behaviors, write_prediction
+    from .core.distributed import leave
+    from .evaluate import score_sharded, write_prediction
 
-    checkpoint, table, behaviors, device = _load_for_data(args.run, args.data)
-    scores = score_behaviors(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size, device,
-                             progress=not args.quiet)
-    archive = write_prediction(args.out, behaviors, scores)
-    print(json.dumps({"impressions": len(behaviors), "prediction": str(args.out), "zip": str(archive)}))
-
+    checkpoint, table, behaviors, world = _load_for_data(args.run, args.data)
+    scores = score_sharded(checkpoint.model, table, behaviors, world, checkpoint.config.train.eval_batch_size,
+                           progress=not args.quiet and world.is_main)
+    leave(world)
+    if world.is_main:
+        archive = write_prediction(args.out, behaviors, scores)
+        print(json.dumps({"impressions": len(behaviors), "prediction": str(args.out), "zip": str(archive)}))
 
 
 def _seq_train(args: argparse.Namespace) -> None:
@@ -208,13 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = commands.add_parser("evaluate", parents=[common], help="AUC, MRR, nDCG@5, nDCG@10 of a run on a labelled split")
-    p.add_argument("--run", required=True, help="run folder (uses RUN/best) or checkpoint folder")
+    p.add_argument("--run", "--checkpoint", dest="run", required=True,
+                   help="run folder (uses RUN/best) or checkpoint folder (under torchrun write --checkpoint: "
+                        "torchrun takes --run for its own --run-path)")
     p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv")
     p.add_argument("--out", required=True, help="JSON file for the metrics")
     p.set_defaults(func=_evaluate)
 
     p = commands.add_parser("predict", parents=[common], help="rank every impression; write the MIND leaderboard file")
-    p.add_argument("--run", required=True, help="run folder (uses RUN/best) or checkpoint folder")
+    p.add_argument("--run", "--checkpoint", dest="run", required=True,
+                   help="run folder (uses RUN/best) or checkpoint folder (under torchrun write --checkpoint: "
+                        "torchrun takes --run for its own --run-path)")
     p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv (labels optional)")
     p.add_argument("--out", required=True, help="prediction.txt to write (prediction.zip is written beside it)")
     p.set_defaults(func=_predict)

@@ -62,3 +62,28 @@ def test_two_processes_train_resume_and_evaluate_like_one(synth_dir, tmp_path, c
 def test_nproc_must_be_positive(tmp_path, capsys):
     assert main(["train", "--model", "nrms", "--out", str(tmp_path / "r"), "--nproc", "0", "-q"]) == 2
     assert "--nproc" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_in_two_processes_equal_one(synth_dir, tmp_path):
+    """Under torchrun, evaluate and predict score in shards; rank 0 writes the same files."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    sets = [x for item in TINY_OVERRIDES["nrms"] + ["threads=1"] for x in ("--set", item)]
+    assert main(["train", "--model", "nrms", "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
+                 *sets]) == 0
+    dev = str(synth_dir / "dev")
+    assert main(["evaluate", "--run", str(run), "--data", dev, "--out", str(tmp_path / "one.json"), "-q"]) == 0
+    assert main(["predict", "--run", str(run), "--data", dev, "--out", str(tmp_path / "one" / "prediction.txt"),
+                 "-q"]) == 0
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "newsrank"]
+    subprocess.run([*launch, "evaluate", "--checkpoint", str(run), "--data", dev, "--out",
+                    str(tmp_path / "two.json"), "-q"], check=True, capture_output=True)
+    subprocess.run([*launch, "predict", "--checkpoint", str(run), "--data", dev, "--out",
+                    str(tmp_path / "two" / "prediction.txt"), "-q"], check=True, capture_output=True)
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one.keys() == two.keys()
+    np.testing.assert_allclose([one[k] for k in ("auc", "mrr", "ndcg@5", "ndcg@10")],
+                               [two[k] for k in ("auc", "mrr", "ndcg@5", "ndcg@10")], rtol=1e-6)
+    assert (tmp_path / "one" / "prediction.txt").read_text() == (tmp_path / "two" / "prediction.txt").read_text()
