@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..core.atomic import atomic_folder
-from .mind import Impression, MindFormatError, NewsRecord, read_behaviors, read_news, read_split
+from .mind import Impression, MindFormatError, NewsRecord, iter_behaviors, read_news
 from .vocab import _TOKEN_PATTERN, PAD, Vocab, Vocabularies, tokenize
 
 CACHE_FORMAT = 3  # bump when the arrays' layout or meaning changes
@@ -97,7 +99,7 @@ def build_vocabularies(train_dir: str | Path, config: DataConfig) -> Vocabularie
         words.update(tokenize(record.abstract))
         categories[record.category] += 1
         subcategories[record.subcategory] += 1
-    users: Counter = Counter(imp.user_id for imp in read_behaviors(train_dir / "behaviors.tsv", news))
+    users: Counter = Counter(imp.user_id for imp in iter_behaviors(train_dir / "behaviors.tsv", news))
     return Vocabularies(
         words=Vocab.from_counts(words, min_count=config.min_word_count),
         categories=Vocab.from_counts(categories),
@@ -186,34 +188,52 @@ def build_news_table(news: dict[str, NewsRecord], vocabs: Vocabularies, config: 
 
 
 def build_behaviors(
-    impressions: list[Impression], news_row: dict[str, int], vocabs: Vocabularies, config: DataConfig
+    impressions: Iterable[Impression], news_row: dict[str, int], vocabs: Vocabularies, config: DataConfig
 ) -> Behaviors:
-    n, h = len(impressions), config.history_len
-    history = np.zeros((n, h), dtype=np.int32)  # [I, H]
-    lengths = np.fromiter((len(imp.candidates) for imp in impressions), dtype=np.int64, count=n)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    candidates = np.empty(offsets[-1], dtype=np.int32)
-    labels = np.full(offsets[-1], -1, dtype=np.int8)
-    for i, imp in enumerate(impressions):
+    """Integer arrays of impressions read one at a time (``iter_behaviors``): the arrays grow by
+    doubling, so no split's rows or per-impression objects are ever held at once."""
+    h = config.history_len
+    history = _Growing((h,), np.int32)  # [I, H] left-padded, most recent click last
+    users, times, lengths = _Growing((), np.int32), _Growing((), np.int64), _Growing((), np.int64)
+    candidates, labels = _Growing((), np.int32), _Growing((), np.int8)
+    impression_ids: list[str] = []
+    epoch = datetime(1970, 1, 1)
+    for imp in impressions:
+        row = np.zeros(h, dtype=np.int32)
         if h and imp.history:
             recent = imp.history[-h:]  # MIND histories are oldest first: keep the newest N
-            history[i, h - len(recent):] = [news_row[x] for x in recent]
-        lo, hi = offsets[i], offsets[i + 1]
-        candidates[lo:hi] = [news_row[x] for x in imp.candidates]
-        if imp.labels is not None:
-            labels[lo:hi] = imp.labels
-    epoch = np.datetime64("1970-01-01T00:00:00")
-    return Behaviors(
-        impression_ids=[imp.impression_id for imp in impressions],
-        users=np.array(vocabs.users.lookup_many(imp.user_id for imp in impressions), dtype=np.int32),
-        times=np.array([(np.datetime64(imp.time) - epoch) // np.timedelta64(1, "s") for imp in impressions],
-                       dtype=np.int64),
-        history=history,
-        offsets=offsets,
-        candidates=candidates,
-        labels=labels,
-    )
+            row[h - len(recent):] = [news_row[x] for x in recent]
+        history.append(row[None])
+        impression_ids.append(imp.impression_id)
+        users.append(np.array([vocabs.users.lookup(imp.user_id)], dtype=np.int32))
+        times.append(np.array([int((imp.time - epoch).total_seconds())], dtype=np.int64))
+        lengths.append(np.array([len(imp.candidates)], dtype=np.int64))
+        candidates.append(np.array([news_row[x] for x in imp.candidates], dtype=np.int32))
+        labels.append(np.array(imp.labels if imp.labels is not None else [-1] * len(imp.candidates), dtype=np.int8))
+    offsets = np.zeros(len(impression_ids) + 1, dtype=np.int64)
+    np.cumsum(lengths.array(), out=offsets[1:])
+    return Behaviors(impression_ids=impression_ids, users=users.array(), times=times.array(),
+                     history=history.array(), offsets=offsets, candidates=candidates.array(), labels=labels.array())
+
+
+class _Growing:
+    """A NumPy array appended to in place, its capacity doubling (amortised O(1) per row)."""
+
+    def __init__(self, row_shape: tuple[int, ...], dtype):
+        self.data = np.empty((1024, *row_shape), dtype=dtype)
+        self.size = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        end = self.size + len(rows)
+        if end > len(self.data):
+            grown = np.empty((max(end, 2 * len(self.data)), *self.data.shape[1:]), dtype=self.data.dtype)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = rows
+        self.size = end
+
+    def array(self) -> np.ndarray:
+        return self.data[: self.size].copy()
 
 
 # --------------------------------------------------------------------------- cache
@@ -285,7 +305,8 @@ def load_split(
     folder = cache_root() / "splits" / key
     if use_cache and (folder / "behaviors.json").is_file():
         return _load_arrays(folder)
-    news, impressions = read_split(split_dir)
+    news = read_news(split_dir / "news.tsv")
+    impressions = iter_behaviors(split_dir / "behaviors.tsv", news)  # a stream: one row at a time
     table = build_news_table(news, vocabs, config)
     news_row = {news_id: row for row, news_id in enumerate(table.news_ids) if row}
     behaviors = build_behaviors(impressions, news_row, vocabs, config)

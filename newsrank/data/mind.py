@@ -25,6 +25,8 @@ line and the field.
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterator
+
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -178,12 +180,34 @@ def _parse_impressions(path: Path, lineno: int, text: str) -> tuple[list[str], l
     return candidates, (labels or None)
 
 
-def read_behaviors(path: str | Path, news: dict[str, NewsRecord] | None = None) -> list[Impression]:
-    """All rows of a ``behaviors.tsv``; with ``news``, every referenced id must be one of its keys."""
+def _stream_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, one at a time (bounded memory), with the errors of
+    ``_read_lines``: missing, empty or not UTF-8 (naming the line)."""
+    if not path.is_file():
+        raise MindFormatError(path, None, None, "file not found")
+    lineno, offset = 0, 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise MindFormatError(path, lineno, None,
+                                      f"not valid UTF-8 (byte offset {offset + err.start})") from None
+            offset += len(raw)
+            if lineno == 1 and line.startswith("\ufeff"):  # tolerate a byte-order mark
+                line = line[1:]
+            yield lineno, line[:-1] if line.endswith("\n") else line
+    if lineno == 0:
+        raise MindFormatError(path, None, None, "file is empty")
+
+
+def iter_behaviors(path: str | Path, news: Container[str] | None = None) -> Iterator[Impression]:
+    """The rows of a ``behaviors.tsv`` one at a time, read as a stream (MIND-large's 2.2M rows never
+    sit in memory at once); with ``news`` (ids), every referenced id must be one of them. Errors
+    name the file, line and field."""
     path = Path(path)
-    impressions: list[Impression] = []
     seen_ids: set[str] = set()
-    for lineno, line in enumerate(_read_lines(path), start=1):
+    for lineno, line in _stream_lines(path):
         imp_id, user_id, time_text, history_text, imp_text = _split_row(path, lineno, line, BEHAVIOR_COLUMNS)
         if not imp_id:
             raise MindFormatError(path, lineno, "impression_id", "empty impression id")
@@ -199,10 +223,12 @@ def read_behaviors(path: str | Path, news: dict[str, NewsRecord] | None = None) 
                 for news_id in ids:
                     if news_id not in news:
                         raise MindFormatError(path, lineno, field_name, f"news id {news_id!r} is not in news.tsv")
-        impressions.append(
-            Impression(imp_id, user_id, _parse_time(path, lineno, time_text), history, candidates, labels)
-        )
-    return impressions
+        yield Impression(imp_id, user_id, _parse_time(path, lineno, time_text), history, candidates, labels)
+
+
+def read_behaviors(path: str | Path, news: dict[str, NewsRecord] | None = None) -> list[Impression]:
+    """All rows of a ``behaviors.tsv``; with ``news``, every referenced id must be one of its keys."""
+    return list(iter_behaviors(path, news))
 
 
 def read_split(split_dir: str | Path) -> tuple[dict[str, NewsRecord], list[Impression]]:
