@@ -275,8 +275,8 @@ class CountingReader:
 
 @pytest.fixture
 def reader(monkeypatch) -> CountingReader:
-    counting = CountingReader(dataset.read_split)
-    monkeypatch.setattr(dataset, "read_split", counting)
+    counting = CountingReader(dataset.stream_split)
+    monkeypatch.setattr(dataset, "stream_split", counting)
     return counting
 
 
@@ -295,15 +295,15 @@ def test_second_load_comes_from_cache(train, dev, cache, monkeypatch):
     assert (cache / "splits").is_dir() and len(list((cache / "splits").iterdir())) == 1
 
     def fail(_):
-        raise AssertionError("read_split called although the cache holds this split")
+        raise AssertionError("stream_split called although the cache holds this split")
 
-    monkeypatch.setattr(dataset, "read_split", fail)
+    monkeypatch.setattr(dataset, "stream_split", fail)
     table2, beh2 = load_split(dev, vocabs, CONFIG)
     assert_same(table, table2)
     assert_same(beh, beh2)
     assert beh2.labelled == beh.labelled
     # use_cache=False always re-reads
-    with pytest.raises(AssertionError, match="read_split called"):
+    with pytest.raises(AssertionError, match="stream_split called"):
         load_split(dev, vocabs, CONFIG, use_cache=False)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..core.atomic import atomic_folder
-from .mind import Impression, MindFormatError, NewsRecord, iter_behaviors, read_news
+from .mind import Impression, MindFormatError, NewsRecord, iter_behaviors, read_news, stream_split
 from .vocab import _TOKEN_PATTERN, PAD, Vocab, Vocabularies, tokenize
 
 CACHE_FORMAT = 3  # bump when the arrays' layout or meaning changes
@@ -305,8 +305,7 @@ def load_split(
     folder = cache_root() / "splits" / key
     if use_cache and (folder / "behaviors.json").is_file():
         return _load_arrays(folder)
-    news = read_news(split_dir / "news.tsv")
-    impressions = iter_behaviors(split_dir / "behaviors.tsv", news)  # a stream: one row at a time
+    news, impressions = stream_split(split_dir)  # behaviors as a stream: one row at a time
     table = build_news_table(news, vocabs, config)
     news_row = {news_id: row for row, news_id in enumerate(table.news_ids) if row}
     behaviors = build_behaviors(impressions, news_row, vocabs, config)

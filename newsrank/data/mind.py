@@ -231,6 +231,13 @@ def read_behaviors(path: str | Path, news: dict[str, NewsRecord] | None = None) 
     return list(iter_behaviors(path, news))
 
 
+def stream_split(split_dir: str | Path) -> tuple[dict[str, NewsRecord], Iterator[Impression]]:
+    """``news.tsv`` of one split folder, and its ``behaviors.tsv`` as a stream checked against it."""
+    split_dir = Path(split_dir)
+    news = read_news(split_dir / "news.tsv")
+    return news, iter_behaviors(split_dir / "behaviors.tsv", news)
+
+
 def read_split(split_dir: str | Path) -> tuple[dict[str, NewsRecord], list[Impression]]:
     """``news.tsv`` and ``behaviors.tsv`` of one split folder, cross-checked."""
     split_dir = Path(split_dir)
