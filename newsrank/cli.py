@@ -45,7 +45,9 @@ def _default_data() -> Path:
     folder = cache_root() / "synthetic" / "-".join(f"{k}{v}" for k, v in DEFAULT_SYNTH.items())
     if not (folder / "dev" / "behaviors.tsv").is_file():
         log.info("no --data given: generating the built-in synthetic MIND data set in %s", folder)
-        with atomic_folder(folder) as tmp:  # an interrupted run leaves nothing half-written
+        # An interrupted run leaves nothing half-written; a twin written meanwhile (another process of a
+        # torchrun launch) is the same data and is kept.
+        with atomic_folder(folder, keep_existing=True) as tmp:
             write_synthetic_mind(tmp, SynthConfig(**DEFAULT_SYNTH))
     return folder
 
