@@ -188,28 +188,46 @@ def build_news_table(news: dict[str, NewsRecord], vocabs: Vocabularies, config: 
 
 
 def build_behaviors(
-    impressions: Iterable[Impression], news_row: dict[str, int], vocabs: Vocabularies, config: DataConfig
+    impressions: Iterable[Impression], news_row: dict[str, int], vocabs: Vocabularies, config: DataConfig,
+    chunk: int = 8192,
 ) -> Behaviors:
-    """Integer arrays of impressions read one at a time (``iter_behaviors``): the arrays grow by
-    doubling, so no split's rows or per-impression objects are ever held at once."""
+    """Integer arrays of impressions read one at a time (``iter_behaviors``), converted ``chunk``
+    impressions at a time into arrays that grow by doubling: no split's rows or per-impression
+    objects are ever held at once."""
     h = config.history_len
     history = _Growing((h,), np.int32)  # [I, H] left-padded, most recent click last
     users, times, lengths = _Growing((), np.int32), _Growing((), np.int64), _Growing((), np.int64)
     candidates, labels = _Growing((), np.int32), _Growing((), np.int8)
     impression_ids: list[str] = []
     epoch = datetime(1970, 1, 1)
+    rows: list[list[int]] = []
+    pending: dict[str, list] = {"users": [], "times": [], "lengths": [], "candidates": [], "labels": []}
+
+    def flush() -> None:
+        block = np.zeros((len(rows), h), dtype=np.int32)
+        for i, recent in enumerate(rows):
+            if recent:
+                block[i, h - len(recent):] = recent
+        history.append(block)
+        for name, target, dtype in (("users", users, np.int32), ("times", times, np.int64),
+                                    ("lengths", lengths, np.int64), ("candidates", candidates, np.int32),
+                                    ("labels", labels, np.int8)):
+            target.append(np.array(pending[name], dtype=dtype))
+            pending[name].clear()
+        rows.clear()
+
     for imp in impressions:
-        row = np.zeros(h, dtype=np.int32)
-        if h and imp.history:
-            recent = imp.history[-h:]  # MIND histories are oldest first: keep the newest N
-            row[h - len(recent):] = [news_row[x] for x in recent]
-        history.append(row[None])
+        # MIND histories are oldest first: keep the newest N.
+        rows.append([news_row[x] for x in imp.history[-h:]] if h and imp.history else [])
         impression_ids.append(imp.impression_id)
-        users.append(np.array([vocabs.users.lookup(imp.user_id)], dtype=np.int32))
-        times.append(np.array([int((imp.time - epoch).total_seconds())], dtype=np.int64))
-        lengths.append(np.array([len(imp.candidates)], dtype=np.int64))
-        candidates.append(np.array([news_row[x] for x in imp.candidates], dtype=np.int32))
-        labels.append(np.array(imp.labels if imp.labels is not None else [-1] * len(imp.candidates), dtype=np.int8))
+        pending["users"].append(vocabs.users.lookup(imp.user_id))
+        pending["times"].append(int((imp.time - epoch).total_seconds()))
+        pending["lengths"].append(len(imp.candidates))
+        pending["candidates"].extend(news_row[x] for x in imp.candidates)
+        pending["labels"].extend(imp.labels if imp.labels is not None else [-1] * len(imp.candidates))
+        if len(rows) >= chunk:
+            flush()
+    flush()
     offsets = np.zeros(len(impression_ids) + 1, dtype=np.int64)
     np.cumsum(lengths.array(), out=offsets[1:])
     return Behaviors(impression_ids=impression_ids, users=users.array(), times=times.array(),
