@@ -84,9 +84,9 @@ def main() -> None:
         table, behaviors = load_split(dev_dir, vocabs, config.data)
         n = min(args.impressions, len(behaviors))
         end = int(behaviors.offsets[n])
-        subset = subset_of(behaviors, n)
+        subset = behaviors.slice(0, n)
         model = model_class("fim")(config.model, ModelContext(vocabs))
-        reference = subset_of(subset, min(n, args.reference_impressions))
+        reference = subset.slice(0, min(n, args.reference_impressions))
 
         with eval_mode(model):
             start = time.perf_counter()
@@ -112,13 +112,6 @@ def main() -> None:
     print(f"  largest score difference       : {np.abs(fast - slow).max():.2e} (loop), "
           f"{np.abs(fast[: len(one)] - one).max():.2e} (reference path)")
     print(f"Printed by benchmarks/bench_fim.py at commit {commit()} on {machine()}.")
-
-
-def subset_of(behaviors: Behaviors, n: int) -> Behaviors:
-    """The first ``n`` impressions."""
-    end = int(behaviors.offsets[n])
-    return Behaviors(behaviors.impression_ids[:n], behaviors.users[:n], behaviors.times[:n], behaviors.history[:n],
-                     behaviors.offsets[: n + 1], behaviors.candidates[:end], behaviors.labels[:end])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_news import commit, machine  # noqa: E402
+from harness import setup  # noqa: E402
 
 
 def matmul_gflops(threads: int, n: int = 2048, repeat: int = 5) -> float:
@@ -48,30 +49,13 @@ def counted(fn) -> tuple[float, float]:
 
 
 def model_rows(name: str, data: Path, impressions: int, word_dim: int) -> dict:
-    from newsrank.config import load_config
-    from newsrank.core.runtime import seed_everything
     from newsrank.data.batching import NewsFeatures, TrainSampler
-    from newsrank.data.dataset import Behaviors, load_split, load_vocabularies
     from newsrank.evaluate import score_behaviors
-    from newsrank.models import ModelContext, model_class
-    from newsrank.train import split_dirs
 
-    cls = model_class(name)
-    config = load_config(name, cls.config_class)
-    if hasattr(config.model, "word_dim"):
-        config.model.word_dim = word_dim
-    train_dir, dev_dir = split_dirs(data)
-    vocabs = load_vocabularies(train_dir, config.data)
-    train_table, train_behaviors = load_split(train_dir, vocabs, config.data)
-    dev_table, dev = load_split(dev_dir, vocabs, config.data)
-    n = min(impressions, len(dev))
-    end = int(dev.offsets[n])
-    dev = Behaviors(dev.impression_ids[:n], dev.users[:n], dev.times[:n], dev.history[:n], dev.offsets[: n + 1],
-                    dev.candidates[:end], dev.labels[:end])
-    seed_everything(0)
-    context = ModelContext(vocabs)
-    cls.adapt_config(config.model, context, train_table)
-    model = cls(config.model, context).train()
+    run = setup(name, data, word_dim, impressions)
+    config, model, dev_table, dev = run.config, run.model, run.dev_table, run.dev_behaviors
+    train_table, train_behaviors = run.train_table, run.train_behaviors
+    n = len(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     news = NewsFeatures.from_table(train_table)
     batch = next(TrainSampler(train_behaviors, config.train.npratio, config.train.batch_size, 0).epoch(0))

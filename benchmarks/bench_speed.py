@@ -23,35 +23,16 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_news import commit, machine  # noqa: E402
+from harness import setup  # noqa: E402
 
 
 def measure(name: str, data: Path, batches: int, eval_impressions: int | None, word_dim: int) -> dict:
-    from newsrank.config import load_config
-    from newsrank.core.runtime import seed_everything
     from newsrank.data.batching import NewsFeatures, TrainSampler
-    from newsrank.data.dataset import Behaviors, load_split, load_vocabularies
     from newsrank.evaluate import score_behaviors
-    from newsrank.models import ModelContext, model_class
-    from newsrank.train import split_dirs
 
-    cls = model_class(name)
-    config = load_config(name, cls.config_class)
-    if hasattr(config.model, "word_dim"):
-        config.model.word_dim = word_dim
-    train_dir, dev_dir = split_dirs(data)
-    vocabs = load_vocabularies(train_dir, config.data)
-    train_table, train_behaviors = load_split(train_dir, vocabs, config.data)
-    dev_table, dev_behaviors = load_split(dev_dir, vocabs, config.data)
-    if eval_impressions:
-        n = min(eval_impressions, len(dev_behaviors))
-        end = int(dev_behaviors.offsets[n])
-        dev_behaviors = Behaviors(dev_behaviors.impression_ids[:n], dev_behaviors.users[:n], dev_behaviors.times[:n],
-                                  dev_behaviors.history[:n], dev_behaviors.offsets[: n + 1],
-                                  dev_behaviors.candidates[:end], dev_behaviors.labels[:end])
-    seed_everything(0)
-    context = ModelContext(vocabs)
-    cls.adapt_config(config.model, context, train_table)
-    model = cls(config.model, context)
+    run = setup(name, data, word_dim, eval_impressions)
+    config, model, dev_table, dev_behaviors = run.config, run.model, run.dev_table, run.dev_behaviors
+    train_table, train_behaviors = run.train_table, run.train_behaviors
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     news = NewsFeatures.from_table(train_table)
     sampler = TrainSampler(train_behaviors, config.train.npratio, config.train.batch_size, 0)

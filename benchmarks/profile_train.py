@@ -23,29 +23,16 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_news import commit, machine  # noqa: E402
+from harness import setup  # noqa: E402
 
 PHASES = ("sample", "encode news", "user + score", "backward", "optimizer")
 
 
 def profile(name: str, data: Path, batches: int, word_dim: int) -> tuple[dict, float, float]:
-    from newsrank.config import load_config
-    from newsrank.core.runtime import seed_everything
     from newsrank.data.batching import NewsFeatures, TrainSampler
-    from newsrank.data.dataset import load_split, load_vocabularies
-    from newsrank.models import ModelContext, model_class
-    from newsrank.train import split_dirs
 
-    cls = model_class(name)
-    config = load_config(name, cls.config_class)
-    if hasattr(config.model, "word_dim"):
-        config.model.word_dim = word_dim
-    train_dir, _ = split_dirs(data)
-    vocabs = load_vocabularies(train_dir, config.data)
-    table, behaviors = load_split(train_dir, vocabs, config.data)
-    seed_everything(0)
-    context = ModelContext(vocabs)
-    cls.adapt_config(config.model, context, table)
-    model = cls(config.model, context).train()
+    run = setup(name, data, word_dim, dev_impressions=1)
+    config, model, table, behaviors = run.config, run.model, run.train_table, run.train_behaviors
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     news = NewsFeatures.from_table(table)
     spent: dict[str, float] = defaultdict(float)
