@@ -114,9 +114,11 @@ def score_behaviors(
         users_all = np.asarray(behaviors.users, dtype=np.int64)  # [I]
         counts_all = np.diff(offsets)  # [I] candidates per impression
         # Impressions in order of history width (oldest real click to the end), so that a batch is
-        # cut to its own widest history: padding columns cost nothing (every model ignores them).
+        # cut to its own widest history: padding columns cost nothing (every model ignores them);
+        # then by user, so that a MIND user's impressions (one history per user and split) fall in
+        # the same batch and their user vector is computed once.
         width_all = history_width(history_all)  # [I]
-        order = np.argsort(width_all, kind="stable")
+        order = np.lexsort((users_all, width_all))
         chunks = impression_chunks(np.concatenate([[0], np.cumsum(counts_all[order])]), batch_size,
                                    model.candidate_aware)
         for lo, hi in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
