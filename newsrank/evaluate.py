@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .core.atomic import atomic_write_text
+from .core.atomic import atomic_file
 from .core.distributed import World
 from .data.batching import NewsFeatures, UserInputs
 from .data.dataset import Behaviors, NewsTable
@@ -108,7 +108,7 @@ def score_behaviors(
         # What the user side reads of each clicked news alone (NRMS: Q/K/V), once per news item.
         feature_table = None if news_vectors is None else model.history_features(news_vectors)  # [N, F] or None
         offsets = np.asarray(behaviors.offsets)
-        candidates = torch.as_tensor(np.array(behaviors.candidates, dtype=np.int64))
+        candidates = np.asarray(behaviors.candidates)  # [T] (memory-mapped from the cache: read per batch)
         scores = np.empty(len(candidates), dtype=np.float32)
         history_all = np.asarray(behaviors.history, dtype=np.int64)  # [I, H], left-padded
         users_all = np.asarray(behaviors.users, dtype=np.int64)  # [I]
@@ -132,7 +132,7 @@ def score_behaviors(
                 counts_np.sum())  # [t] where each candidate's score goes
             counts = torch.as_tensor(counts_np, device=device)  # [b]
             owner = torch.repeat_interleave(torch.arange(len(picked), device=device), counts)  # [t]
-            cand_rows = candidates[torch.as_tensor(positions)].to(device)  # [t]
+            cand_rows = torch.as_tensor(candidates[positions].astype(np.int64), device=device)  # [t]
             inverse = torch.arange(len(picked), device=device)  # [b] the user row of each impression
             if not model.candidate_aware:
                 # Each distinct (user, history) once: MIND repeats a user's history in every impression
@@ -230,16 +230,18 @@ def evaluate(
 
 def write_prediction(path: str | Path, behaviors: Behaviors, scores: np.ndarray) -> Path:
     """MIND leaderboard file: ``<impression id> [r1,r2,...]`` (1-based rank of each candidate,
-    in the order the candidates are listed), plus the zip the leaderboard takes. Returns the zip."""
+    in the order the candidates are listed), plus the zip the leaderboard takes. Returns the zip.
+    Written line by line into a temporary file that replaces ``path`` at the end (MIND-large's test
+    file has 2.4M lines: they are never all held as text)."""
     path = Path(path)
     offsets = np.asarray(behaviors.offsets)
     ranks = impression_ranks(scores, offsets)
-    lines = []
-    for i, impression_id in enumerate(behaviors.impression_ids):
-        ranked = ranks[offsets[i] : offsets[i + 1]]
-        lines.append(f"{impression_id} [{','.join(map(str, ranked.tolist()))}]\n")
-    atomic_write_text(path, "".join(lines))
+    with atomic_file(path) as handle:
+        for i, impression_id in enumerate(behaviors.impression_ids):
+            ranked = ranks[offsets[i] : offsets[i + 1]]
+            handle.write(f"{impression_id} [{','.join(map(str, ranked.tolist()))}]\n")
     archive = path.with_suffix(".zip")
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.write(path, arcname="prediction.txt")  # the leaderboard looks for this exact name
+    with atomic_file(archive, binary=True) as handle:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(path, arcname="prediction.txt")  # the leaderboard looks for this exact name
     return archive

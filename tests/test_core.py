@@ -69,3 +69,19 @@ def test_checkpoint_header_round_trip_and_checks(tmp_path):
         read_header(tmp_path, "demo-format", 1, "a demo checkpoint")
     with pytest.raises(ValueError, match="no checkpoint.json"):
         read_header(tmp_path / "missing", "demo-format", 2, "a demo checkpoint")
+
+
+def test_atomic_file_streams_and_keeps_the_old_file_on_failure(tmp_path):
+    from newsrank.core.atomic import atomic_file
+
+    path = tmp_path / "out.bin"
+    with atomic_file(path, binary=True) as handle:
+        for _ in range(3):
+            handle.write(b"ab")
+    assert path.read_bytes() == b"ababab"
+    with pytest.raises(RuntimeError):
+        with atomic_file(path, binary=True) as handle:
+            handle.write(b"zz")
+            raise RuntimeError("crash midway")
+    assert path.read_bytes() == b"ababab"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]

@@ -53,16 +53,25 @@ def atomic_folder(folder: str | Path, keep_existing: bool = False) -> Iterator[P
             shutil.rmtree(aside.parent, ignore_errors=True)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary sibling and one rename."""
+@contextmanager
+def atomic_file(path: str | Path, binary: bool = False) -> Iterator:
+    """Write ``path`` through the yielded handle (UTF-8 text, or bytes with ``binary``) of a
+    temporary sibling, renamed into place on success; on an error the old file stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
+        mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8", "newline": ""}
+        with os.fdopen(handle, **mode) as out:
+            yield out
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary sibling and one rename."""
+    with atomic_file(path) as out:
+        out.write(text)
+    return Path(path)
