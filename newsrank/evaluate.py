@@ -110,7 +110,7 @@ def score_behaviors(
         offsets = np.asarray(behaviors.offsets)
         candidates = np.asarray(behaviors.candidates)  # [T] (memory-mapped from the cache: read per batch)
         scores = np.empty(len(candidates), dtype=np.float32)
-        history_all = np.asarray(behaviors.history, dtype=np.int64)  # [I, H], left-padded
+        history_all = np.asarray(behaviors.history)  # [I, H] int32, left-padded (memory-mapped: read per batch)
         users_all = np.asarray(behaviors.users, dtype=np.int64)  # [I]
         counts_all = np.diff(offsets)  # [I] candidates per impression
         # Impressions in order of history width (oldest real click to the end), so that a batch is
@@ -124,7 +124,8 @@ def score_behaviors(
         for lo, hi in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
             picked = order[lo:hi]  # [b] impressions of this batch
             width = max(1, int(width_all[picked].max()))
-            history = torch.as_tensor(history_all[picked, history_all.shape[1] - width :], device=device)  # [b, W]
+            history = torch.as_tensor(history_all[picked, history_all.shape[1] - width :].astype(np.int64),
+                                      device=device)  # [b, W]
             users = torch.as_tensor(users_all[picked], device=device)  # [b]
             # Candidates of these impressions, flat, with the impression each belongs to.
             counts_np = counts_all[picked]
