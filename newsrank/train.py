@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_trainer_state, read_meta, save_checkpoint
 from .config import RunConfig
+from .core.checkpoint import read_weights
 from .core.distributed import World, join, leave
 from .core.runtime import json_ready, resolve_device, seed_everything, set_threads
 from .data.batching import NewsFeatures, TrainSampler
@@ -158,9 +159,7 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
         meta = read_meta(out_dir / "last")
         if meta["vocab_digest"] != vocabs.digest():
             raise ValueError(f"{out_dir}/last was trained on other vocabularies; cannot resume on this data")
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(out_dir / "last" / "model.safetensors"), device=str(device)))
+        model.load_state_dict(read_weights(out_dir / "last", device))
         load_trainer_state(out_dir / "last", optimizer)
         start_epoch = meta["epoch"]
         best_value = -np.inf if meta["best_value"] is None else meta["best_value"]

@@ -192,7 +192,7 @@ class FIM(NewsRecModel):
             nonzero = cubes.ne(0).any(dim=1)  # [P, K, L, L]
             hits = [nonzero.any(dim=3).any(dim=2), nonzero.any(dim=3).any(dim=1), nonzero.any(dim=2).any(dim=1)]
             spans = self.first_windows(torch.stack(
-                [torch.stack([last_true(h.flip(1), h.shape[1]), last_true(h)], 1) for h in hits], dim=1))
+                [torch.stack([first_true(h), last_true(h)], 1) for h in hits], dim=1))
         groups, inverse = torch.unique(spans.flatten(1), dim=0, return_inverse=True)
         out = None
         for g, key in enumerate(groups.tolist()):
@@ -252,10 +252,12 @@ class FIM(NewsRecModel):
         return out.flatten(1)  # [p, features]
 
 
-def last_true(hits: torch.Tensor, reverse_size: int | None = None) -> torch.Tensor:
-    """[...] index of the last True along the last dimension of ``hits``, -1 where there is none.
-    With ``reverse_size`` S (for a flipped input), S - 1 - that index: the first True, S if none."""
+def last_true(hits: torch.Tensor) -> torch.Tensor:
+    """[...] index of the last True along the last dimension of ``hits``, -1 where there is none."""
     size = hits.shape[-1]
-    found = hits.any(dim=-1)
-    last = torch.where(found, size - 1 - hits.flip(-1).to(torch.int8).argmax(dim=-1), -1)
-    return last if reverse_size is None else reverse_size - 1 - last
+    return torch.where(hits.any(dim=-1), size - 1 - hits.flip(-1).to(torch.int8).argmax(dim=-1), -1)
+
+
+def first_true(hits: torch.Tensor) -> torch.Tensor:
+    """[...] index of the first True along the last dimension of ``hits``, its length where there is none."""
+    return torch.where(hits.any(dim=-1), hits.to(torch.int8).argmax(dim=-1), hits.shape[-1])
