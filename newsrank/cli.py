@@ -186,6 +186,12 @@ def _convert(args: argparse.Namespace) -> None:
     summary = convert_to_mind(events, args.out, items=args.items, config=config, overwrite=args.overwrite)
     print(json.dumps(summary, default=str))
 
+def _add_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", "--checkpoint", dest="run", required=True,
+                   help="run folder (uses RUN/best) or checkpoint folder (under torchrun write --checkpoint: "
+                        "torchrun takes --run for its own --run-path)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
@@ -215,17 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = commands.add_parser("evaluate", parents=[common], help="AUC, MRR, nDCG@5, nDCG@10 of a run on a labelled split")
-    p.add_argument("--run", "--checkpoint", dest="run", required=True,
-                   help="run folder (uses RUN/best) or checkpoint folder (under torchrun write --checkpoint: "
-                        "torchrun takes --run for its own --run-path)")
+    _add_run_argument(p)
     p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv")
     p.add_argument("--out", required=True, help="JSON file for the metrics")
     p.set_defaults(func=_evaluate)
 
     p = commands.add_parser("predict", parents=[common], help="rank every impression; write the MIND leaderboard file")
-    p.add_argument("--run", "--checkpoint", dest="run", required=True,
-                   help="run folder (uses RUN/best) or checkpoint folder (under torchrun write --checkpoint: "
-                        "torchrun takes --run for its own --run-path)")
+    _add_run_argument(p)
     p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv (labels optional)")
     p.add_argument("--out", required=True, help="prediction.txt to write (prediction.zip is written beside it)")
     p.set_defaults(func=_predict)
