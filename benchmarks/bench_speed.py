@@ -4,6 +4,7 @@ one process, the same untrained weights for both. Quick before/after figures for
 `bench_news.py` measures full runs through the CLI.
 
     python benchmarks/bench_speed.py --data ../shared/data/mlsmall_mind --threads 1 --batches 60
+    python benchmarks/bench_speed.py --device cuda --amp --batch-size 256   # on a GPU, bf16 autocast
 
 Word vectors are random with ``--word-dim`` (50, GloVe 6B 50-d's size) so that nothing is read but
 the data; speed does not depend on the values. Prints one row per model, the commit and the machine.
@@ -26,32 +27,45 @@ from bench_news import commit, machine  # noqa: E402
 from harness import setup  # noqa: E402
 
 
-def measure(name: str, data: Path, batches: int, eval_impressions: int | None, word_dim: int) -> dict:
+def measure(name: str, data: Path, batches: int, eval_impressions: int | None, word_dim: int,
+            device: torch.device, amp: bool, batch_size: int | None) -> dict:
+    from newsrank.core.runtime import autocast
     from newsrank.data.batching import NewsFeatures, TrainSampler
     from newsrank.evaluate import score_behaviors
 
     run = setup(name, data, word_dim, eval_impressions)
-    config, model, dev_table, dev_behaviors = run.config, run.model, run.dev_table, run.dev_behaviors
+    config, model, dev_table, dev_behaviors = run.config, run.model.to(device), run.dev_table, run.dev_behaviors
     train_table, train_behaviors = run.train_table, run.train_behaviors
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    news = NewsFeatures.from_table(train_table)
-    sampler = TrainSampler(train_behaviors, config.train.npratio, config.train.batch_size, 0)
+    news = NewsFeatures.from_table(train_table, device)
+    sampler = TrainSampler(train_behaviors, config.train.npratio, batch_size or config.train.batch_size, 0)
     model.train()
+
+    def sync() -> None:  # CUDA runs asynchronously: a timer stops only once the queued work is done
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     seen, started = 0, None
     for i, batch in enumerate(sampler.epoch(0)):
         if i == batches + 2:
             break
         if i == 2:  # two warm-up batches
+            sync()
             seen, started = 0, time.perf_counter()
-        logits = model(batch, news)
-        loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+        batch = batch.to(device)
+        with autocast(device, amp):
+            logits = model(batch, news).float()
+        loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         seen += len(logits)
+    sync()
     train_s = time.perf_counter() - started
     started = time.perf_counter()
-    score_behaviors(model, dev_table, dev_behaviors, config.train.eval_batch_size)
+    with autocast(device, amp):
+        score_behaviors(model, dev_table, dev_behaviors, config.train.eval_batch_size, device)
+    sync()
     eval_s = time.perf_counter() - started
     return {"model": name, "train_samples_per_s": seen / train_s, "eval_impressions_per_s": len(dev_behaviors) / eval_s,
             "eval_impressions": len(dev_behaviors)}
@@ -66,6 +80,9 @@ def main() -> None:
     parser.add_argument("--fim-eval-impressions", type=int, default=500, help="FIM: first N dev impressions")
     parser.add_argument("--word-dim", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (train.amp)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch (default: the model's config)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,7 +90,8 @@ def main() -> None:
     for name in args.models:
         limit = args.fim_eval_impressions if name == "fim" else args.eval_impressions
         batches = min(args.batches, 20) if name == "fim" else args.batches
-        rows.append(measure(name, args.data, batches, limit, args.word_dim))
+        rows.append(measure(name, args.data, batches, limit, args.word_dim, torch.device(args.device), args.amp,
+                            args.batch_size))
         r = rows[-1]
         print(f"| {name} | {r['train_samples_per_s']:.1f} | {r['eval_impressions_per_s']:.1f} | {r['eval_impressions']} |",
               flush=True)

@@ -119,11 +119,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .core.atomic import atomic_write_text
     from .core.distributed import leave
     from .evaluate import evaluate
-    from .core.runtime import json_ready
+    from .core.runtime import autocast, json_ready
 
     checkpoint, table, behaviors, world = _load_for_data(args.run, args.data)
-    metrics = json_ready(evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size,
-                                  world.device, progress=not args.quiet and world.is_main, world=world))
+    with autocast(world.device, checkpoint.config.train.amp):
+        metrics = json_ready(evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size,
+                                      world.device, progress=not args.quiet and world.is_main, world=world))
     leave(world)
     if world.is_main:
         atomic_write_text(args.out, json.dumps(metrics, indent=2))
@@ -132,11 +133,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     from .core.distributed import leave
+    from .core.runtime import autocast
     from .evaluate import score_sharded, write_prediction
 
     checkpoint, table, behaviors, world = _load_for_data(args.run, args.data)
-    scores = score_sharded(checkpoint.model, table, behaviors, world, checkpoint.config.train.eval_batch_size,
-                           progress=not args.quiet and world.is_main)
+    with autocast(world.device, checkpoint.config.train.amp):
+        scores = score_sharded(checkpoint.model, table, behaviors, world, checkpoint.config.train.eval_batch_size,
+                               progress=not args.quiet and world.is_main)
     leave(world)
     if world.is_main:
         archive = write_prediction(args.out, behaviors, scores)

@@ -46,6 +46,7 @@ class TrainConfig:
     eval_batch_size: int = 1024  # news / impressions per batch in evaluation
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    amp: bool = False  # bf16 autocast in training and evaluation (meant for GPUs with bf16 tensor cores)
     select_metric: Literal["auc", "mrr", "ndcg@5", "ndcg@10"] = "auc"  # dev metric that picks the kept checkpoint
     epoch_batches: int | None = None  # train at most this many batches per epoch (quick experiments); null: all
 

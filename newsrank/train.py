@@ -31,7 +31,7 @@ from .checkpoint import load_trainer_state, read_meta, save_checkpoint
 from .config import RunConfig
 from .core.checkpoint import read_weights
 from .core.distributed import World, join, leave
-from .core.runtime import json_ready, resolve_device, seed_everything, set_threads
+from .core.runtime import autocast, json_ready, resolve_device, seed_everything, set_threads
 from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
 from .data.embeddings import load_pretrained
@@ -187,7 +187,8 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
                    unit="batch", disable=not progress, dynamic_ncols=True)
         for batch in bar:
             batch = batch.to(device)
-            logits = step_model(batch, train_news)  # [B, 1 + npratio] (this rank's share of the batch)
+            with autocast(device, tc.amp):
+                logits = step_model(batch, train_news).float()  # [B, 1 + npratio] (this rank's share of the batch)
             target = torch.zeros(len(logits), dtype=torch.long, device=device)  # the click is column 0
             loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
@@ -201,7 +202,8 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
         seen = int(seen)
 
         started = time.perf_counter()
-        metrics = evaluate(model, dev_table, dev_behaviors, tc.eval_batch_size, device, progress, world)
+        with autocast(device, tc.amp):
+            metrics = evaluate(model, dev_table, dev_behaviors, tc.eval_batch_size, device, progress, world)
         eval_seconds = time.perf_counter() - started
         record = {
             "epoch": epoch + 1,

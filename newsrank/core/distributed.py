@@ -54,7 +54,11 @@ def join(device: torch.device) -> World:
     if size <= 1:
         return World(device=device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():  # NCCL cannot put two ranks on one GPU
+            raise ValueError(f"process {local_rank} of this machine has no GPU of its own ({torch.cuda.device_count()} "
+                             "visible): start at most one process per GPU, or pass --set device=cpu")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

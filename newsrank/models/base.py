@@ -175,7 +175,7 @@ class NewsRecModel(nn.Module):
                 vectors = self.encode_news(news.take(rows[picked]), None if users is None else users[picked])
                 if out is None:
                     out = vectors.new_empty(len(rows), vectors.shape[1])
-                out[picked] = vectors
+                out[picked] = vectors.to(out.dtype)  # (under autocast a group may come out in another dtype)
             start = end
         return out
 

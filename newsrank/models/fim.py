@@ -153,7 +153,8 @@ class FIM(NewsRecModel):
         sim = torch.matmul(cands.reshape(b, lv, c * ends[0], f), clicks)  # [B, lv, C*I, K*J]
         cubes = sim.view(b, lv, c, ends[0], k, ends[1]).permute(0, 2, 1, 4, 3, 5)  # [B, C, lv, K, I, J], a view
         pairs = (owner, mask.nonzero()[:, 1])  # [P], [P]: the real candidates only
-        scores[mask] = self.dense(self.match(cubes, spans, pairs)).squeeze(-1)
+        real = self.dense(self.match(cubes, spans, pairs)).squeeze(-1)  # [P] (bf16 under autocast)
+        scores[mask] = real.to(scores.dtype)
         return scores
 
     def match(self, cubes: torch.Tensor, spans: torch.Tensor | None = None,
@@ -207,7 +208,7 @@ class FIM(NewsRecModel):
             feats = self._match_group(first, key, convs, backgrounds)  # [p, features]
             if out is None:
                 out = feats.new_empty(len(spans), feats.shape[1])
-            out[rows] = feats
+            out[rows] = feats.to(out.dtype)
         return out  # [P, features]
 
     def first_windows(self, boxes: torch.Tensor) -> torch.Tensor:
@@ -247,7 +248,7 @@ class FIM(NewsRecModel):
                 y = y + full[(slice(None), *box)]
             block = torch.relu(F.max_pool3d(y, pool))  # [p, C, w1, w2, w3]
             out = pooled.expand(len(first), *pooled.shape).clone()  # [p, C, S1', S2', S3'] the background
-            out[(slice(None), slice(None), *(slice(lo, hi + 1) for lo, hi in spans))] = block
+            out[(slice(None), slice(None), *(slice(lo, hi + 1) for lo, hi in spans))] = block.to(out.dtype)
             diff = out - pooled  # exactly zero outside the windows just computed
         return out.flatten(1)  # [p, features]
 

@@ -392,7 +392,7 @@ class FUM(NewsRecModel):
             part = self._fine_grained_user(tokens, rows[users], kinds[users], mask[users], user.history_mask[users])
             if out is None:
                 out = part.new_empty(len(counts), part.shape[1])
-            out[users] = part
+            out[users] = part.to(out.dtype)
         return out
 
     def _fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
@@ -440,7 +440,8 @@ class FUM(NewsRecModel):
             out = self.dropout(layer.transform(g[:, None] * v) + q)  # [B, L, ff]
             x = out[:, :text_length].flatten(0, 1)  # [B*Lt, ff]
             weights = segment_softmax(pool.scores(x), segment, b * h + 1)  # [B*Lt]
-            pooled = x.new_zeros(b * h + 1, x.shape[-1]).index_add(0, segment, weights[:, None] * x)[: b * h]
+            weighted = weights[:, None] * x  # [B*Lt, ff] (fp32 under CUDA autocast: the softmax is)
+            pooled = weighted.new_zeros(b * h + 1, x.shape[-1]).index_add(0, segment, weighted)[: b * h]
         else:
             # Folded (exact without dropout): W_p out_i + b_p = (W_p W_o diag(g) + W_p) q_i + (W_p b_o + b_p)
             # for value = query, one per-user matrix; W_o then runs once per clicked news.
@@ -456,8 +457,8 @@ class FUM(NewsRecModel):
             scores = torch.sigmoid(hidden) @ (2 * pool.query.weight.T)  # [B, Lt, 1]
             weights = segment_softmax(scores.flatten(), segment, b * h + 1)[:, None]  # [B*Lt, 1]
             parts = [weights, weights * q_text.flatten(0, 1)] + ([] if v is q else [weights * v_text.flatten(0, 1)])
-            sums = q.new_zeros(b * h + 1, sum(x.shape[-1] for x in parts))
-            sums = sums.index_add(0, segment, torch.cat(parts, dim=-1))[: b * h]  # [B*H, 1 + ff (+ ff)]
+            stacked = torch.cat(parts, dim=-1)  # [B*Lt, 1 + ff (+ ff)] (cat promotes mixed autocast dtypes)
+            sums = stacked.new_zeros(b * h + 1, stacked.shape[-1]).index_add(0, segment, stacked)[: b * h]
             ff = q.shape[-1]
             weight_sum, sum_q = sums[:, :1], sums[:, 1 : 1 + ff]  # weight_sum: 1, or 0 for a news without text
             sum_v = sum_q if v is q else sums[:, 1 + ff :]
