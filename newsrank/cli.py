@@ -29,10 +29,15 @@ class CliError(Exception):
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from .data.synth import SynthConfig, write_synthetic_mind
+    if args.preset:
+        from .data.synth_mind import write_mind_sized
 
-    config = SynthConfig(users=args.users, news=args.news, impressions=args.impressions, seed=args.seed)
-    summary = write_synthetic_mind(args.out, config)
+        summary = write_mind_sized(args.out, args.preset, seed=args.seed, progress=not args.quiet)
+    else:
+        from .data.synth import SynthConfig, write_synthetic_mind
+
+        config = SynthConfig(users=args.users, news=args.news, impressions=args.impressions, seed=args.seed)
+        summary = write_synthetic_mind(args.out, config)
     print(json.dumps(summary))
 
 
@@ -207,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--news", type=int, default=DEFAULT_SYNTH["news"])
     p.add_argument("--impressions", type=int, default=DEFAULT_SYNTH["impressions"])
     p.add_argument("--seed", type=int, default=DEFAULT_SYNTH["seed"])
+    p.add_argument("--preset", choices=("mind-small", "mind-large"),
+                   help="MIND's sizes and shapes, written as a stream in bounded memory (--users/--news/"
+                        "--impressions are then ignored)")
     p.set_defaults(func=_synth)
 
     p = commands.add_parser("train", parents=[common], help="train a model; keeps the best dev checkpoint in --out")

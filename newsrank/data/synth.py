@@ -357,16 +357,19 @@ def _make_users(rng: np.random.Generator, cfg: SynthConfig, world: dict) -> dict
 
 
 def _seed_histories(rng: np.random.Generator, cfg: SynthConfig, world: dict, news: dict,
-                    users: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Initial clicks on history-period news: (user, news) pairs sorted by user then publish time, unique."""
-    n_users, n_sub = cfg.users, world["sub_cat"].size
+                    users: dict, n_seed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Initial clicks on history-period news: (user, news) pairs sorted by user then publish time, unique.
+    ``n_seed`` (U,): clicks drawn per user (before duplicates are dropped); default uniform in
+    [min_seed_history, max_seed_history] with ``cold_user_fraction`` of the users empty."""
+    n_users, n_sub = len(users["pref"]), world["sub_cat"].size
     old = np.flatnonzero(news["pub"] < 0)  # history-period news
     old = old[np.lexsort((news["pub"][old], news["sub"][old]))]  # grouped by subcategory
     old_sub = news["sub"][old]
     pop = np.exp(news["log_pop"][old])
     sub_mass = np.bincount(old_sub, weights=pop, minlength=n_sub)  # (S,) popularity mass available per subcategory
-    n_seed = rng.integers(cfg.min_seed_history, cfg.max_seed_history + 1, size=n_users)
-    n_seed[rng.random(n_users) < cfg.cold_user_fraction] = 0
+    if n_seed is None:
+        n_seed = rng.integers(cfg.min_seed_history, cfg.max_seed_history + 1, size=n_users)
+        n_seed[rng.random(n_users) < cfg.cold_user_fraction] = 0
     user = np.repeat(np.arange(n_users), n_seed)  # (K,) one entry per seed click
     # Subcategory ~ pref[u, s] * mass[s]: draw from row u of the flattened (U, S) weight matrix.
     weights = users["pref"] * sub_mass
@@ -376,7 +379,7 @@ def _seed_histories(rng: np.random.Generator, cfg: SynthConfig, world: dict, new
     bounds = np.searchsorted(old_sub, np.arange(n_sub + 1))
     item = old[_draw(rng, pop, bounds[sub], bounds[sub + 1])]
     pub_rank = np.argsort(np.argsort(news["pub"]))  # (N,) rank of each news by publish time
-    order = np.argsort(user * cfg.news + pub_rank[item])
+    order = np.argsort(user.astype(np.int64) * cfg.news + pub_rank[item])
     user, item = user[order], item[order]
     keep = np.ones(user.size, dtype=bool)
     keep[1:] = (user[1:] != user[:-1]) | (item[1:] != item[:-1])
@@ -409,15 +412,19 @@ def _impression_slots(rng: np.random.Generator, cfg: SynthConfig, activity: np.n
 
 
 def _candidates_and_clicks(rng: np.random.Generator, cfg: SynthConfig, world: dict, news: dict, users: dict,
-                           imp_user: np.ndarray, imp_time: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate rows (impression index, news index, 0/1 label), grouped by impression, shuffled within it."""
+                           imp_user: np.ndarray, imp_time: np.ndarray, counts: np.ndarray | None = None,
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate rows (impression index, news index, 0/1 label), grouped by impression, shuffled within it.
+    ``counts`` (I,): candidates wanted per impression; default uniform in [min_candidates, max_candidates]."""
     by_time = np.argsort(news["pub"], kind="stable")
     pub = news["pub"][by_time]
     pop = np.exp(news["log_pop"][by_time])
     hi = np.searchsorted(pub, imp_time, side="right")  # pool = sorted news [lo, hi) published before the impression
     lo = np.searchsorted(pub, imp_time - cfg.candidate_window_days * 86400.0, side="left")
     lo = np.maximum(0, np.minimum(lo, hi - cfg.min_candidates))  # widen to >= min_candidates (hi >= n_old is enough)
-    k = np.minimum(rng.integers(cfg.min_candidates, cfg.max_candidates + 1, size=imp_time.size), hi - lo)
+    if counts is None:
+        counts = rng.integers(cfg.min_candidates, cfg.max_candidates + 1, size=imp_time.size)
+    k = np.minimum(counts, hi - lo)
     imp, pos = _sample_without_replacement(rng, pop, lo, hi, k)
     order = np.argsort(imp * (1 << 20) + rng.integers(1 << 20, size=imp.size))  # random order within each impression
     imp, item = imp[order], by_time[pos[order]]
