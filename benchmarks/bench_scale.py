@@ -40,14 +40,16 @@ for split in ("train", "dev"):
 
 
 def run_stage(name: str, command: list[str], env: dict) -> dict:
-    """Run ``command``; its wall time and peak RSS (MiB)."""
+    """Run ``command``; its wall time, CPU time (user + system: what it would take alone, per
+    core, when other jobs share the machine) and peak RSS (MiB)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=ROOT)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"stage {name} failed ({status}): {' '.join(command)}")
-    return {"stage": name, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}  # ru_maxrss: KiB on Linux
+    return {"stage": name, "seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024}  # ru_maxrss: KiB on Linux
 
 
 def main() -> None:
@@ -74,13 +76,13 @@ def main() -> None:
     rows[-1] |= {"train_samples_per_s": record["train_samples_per_s"],
                  "eval_impressions_per_s": record["eval_impressions_per_s"],
                  "eval_impressions": record["dev"]["impressions"], "dev_auc": record["dev"]["auc"]}
-    print(f"\n{args.preset}:\n\n| stage | wall s | peak RSS MiB | throughput |\n|---|---|---|---|")
+    print(f"\n{args.preset}:\n\n| stage | wall s | CPU s | peak RSS MiB | throughput |\n|---|---|---|---|---|")
     for row in rows:
         extra = ""
         if "train_samples_per_s" in row:
             extra = (f"{row['train_samples_per_s']:.0f} samples/s; dev {row['eval_impressions']} impressions at "
                      f"{row['eval_impressions_per_s']:.0f}/s (AUC {row['dev_auc']:.4f})")
-        print(f"| {row['stage']} | {row['seconds']:.0f} | {row['peak_rss_mib']:.0f} | {extra} |")
+        print(f"| {row['stage']} | {row['seconds']:.0f} | {row['cpu_seconds']:.0f} | {row['peak_rss_mib']:.0f} | {extra} |")
     print(f"\nPrinted by `python benchmarks/bench_scale.py {' '.join(sys.argv[1:])}` at commit {commit()} on "
           f"{machine()}.")
     if args.json:

@@ -1,0 +1,56 @@
+"""Distributed data parallel on the CPU: the same training samples in 1 process and in N processes
+(`newsrank train --nproc N`, torch.distributed with gloo), one thread each.
+
+    python benchmarks/bench_ddp.py --data ../shared/data/mlsmall_mind --batches 400 --nproc 2
+
+Both runs train NRMS (GloVe 50-d) on the same ``--batches`` global batches of 32 (each of the N
+processes takes its 32/N share of every batch; DDP averages the gradients), then score the whole
+dev split (sharded over the processes). Prints training samples/s, the speed-up, dev AUC of both
+and their difference, with the commit and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_news import commit, machine  # noqa: E402
+
+
+def train(data: Path, out: Path, batches: int, nproc: int, embeddings: str) -> dict:
+    command = [sys.executable, "-m", "newsrank", "train", "--model", "nrms", "--data", str(data), "--out", str(out),
+               "--overwrite", "-q", "--epochs", "1", "--set", f"epoch_batches={batches}", "--set", "threads=1",
+               "--set", f"embeddings={embeddings}"]
+    if nproc > 1:
+        command += ["--nproc", str(nproc)]
+    subprocess.run(command, check=True, cwd=ROOT)
+    return json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mlsmall_mind")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_ddp"))
+    parser.add_argument("--batches", type=int, default=400)
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--embeddings", default="glove-6b-50d")
+    args = parser.parse_args()
+    single = train(args.data, args.out / "single", args.batches, 1, args.embeddings)
+    several = train(args.data, args.out / f"ddp{args.nproc}", args.batches, args.nproc, args.embeddings)
+    print("\n| processes x threads | samples | train samples/s | speed-up | eval impressions/s | dev AUC |")
+    print("|---|---|---|---|---|---|")
+    for label, r in (("1 x 1", single), (f"{args.nproc} x 1", several)):
+        print(f"| {label} | {r['train_samples']} | {r['train_samples_per_s']:.1f} | "
+              f"{r['train_samples_per_s'] / single['train_samples_per_s']:.2f}x | {r['eval_impressions_per_s']:.0f} | "
+              f"{r['dev']['auc']:.4f} |")
+    print(f"\ndev AUC difference: {several['dev']['auc'] - single['dev']['auc']:+.4f}")
+    print(f"Printed by `python benchmarks/bench_ddp.py {' '.join(sys.argv[1:])}` at commit {commit()} on {machine()}.")
+
+
+if __name__ == "__main__":
+    main()
