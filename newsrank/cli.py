@@ -203,7 +203,7 @@ def _serve(args: argparse.Namespace) -> None:
              len(engine.pool), seconds, args.host, args.port)
     print(json.dumps({"model": engine.checkpoint.meta["model"], "pool_size": len(engine.pool),
                       "startup_s": round(seconds, 3), "url": f"http://{args.host}:{args.port}/"}), flush=True)
-    uvicorn.run(create_app(engine, seconds), host=args.host, port=args.port,
+    uvicorn.run(create_app(engine, seconds, max_batch=args.max_batch), host=args.host, port=args.port,
                 log_level="warning" if args.quiet else "info", access_log=False)
 
 
@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default 1: requests run side by side in FastAPI's thread pool)")
     p.add_argument("--candidate-pool", type=int, default=2000,
                    help="candidate-aware models (DKN, FIM) rank the newest N news when no candidates are given")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="whole-pool requests that arrive together share one pass, up to N (1: each on its own)")
     p.set_defaults(func=_serve)
 
     p = commands.add_parser("convert", parents=[common],

@@ -17,16 +17,18 @@ GIL in its kernels, so requests overlap while each runs its own small inference.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from ..data.mind import NewsRecord
-from .engine import Engine, NotExplainable, UnknownNews
+from .engine import Batcher, Engine, NotExplainable, PoolRequest, UnknownNews
 
 MAX_HISTORY = 1000  # clicks per request (the model keeps its history_len most recent)
 MAX_CANDIDATES = 10_000
@@ -129,7 +131,10 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(engine: Engine, startup_s: float | None = None, max_body: int = MAX_BODY) -> FastAPI:
+def create_app(engine: Engine, startup_s: float | None = None, max_body: int = MAX_BODY,
+               max_batch: int = 32) -> FastAPI:
+    """The app; ``max_batch`` > 1 lets concurrent whole-pool requests of batchable models share one
+    pass (see ``engine.Batcher``), 1 runs every request on its own."""
     app = FastAPI(title="newsrank serve", description="Recommendations, explanations and news updates "
                   f"from a trained {engine.checkpoint.meta['model']} run.")
     model_name = engine.checkpoint.meta["model"]
@@ -142,17 +147,25 @@ def create_app(engine: Engine, startup_s: float | None = None, max_body: int = M
     def _not_explainable(request, err: NotExplainable):
         return JSONResponse(status_code=400, content={"detail": str(err)})
 
+    batcher = Batcher(engine, max_batch) if max_batch > 1 and engine.batchable() else None
+
     @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(request: RecommendRequest):
+    async def recommend(request: RecommendRequest):
         start = time.perf_counter()
-        pool, ranked = engine.recommend(request.history, request.user, request.k, request.candidates,
-                                        request.exclude_history, request.skip_unknown)
+        if batcher is not None and request.candidates is None:
+            pool, ranked = await asyncio.wrap_future(batcher.submit(PoolRequest(
+                request.history, request.user, request.k, request.exclude_history, request.skip_unknown)))
+        else:
+            pool, ranked = await run_in_threadpool(
+                engine.recommend, request.history, request.user, request.k, request.candidates,
+                request.exclude_history, request.skip_unknown)
         items = []
         for rank, (row, score) in enumerate(zip(ranked.rows, ranked.scores), start=1):
             record = pool.records[row]
             items.append({"news_id": record.news_id, "score": score, "rank": rank, "title": record.title,
                           "category": record.category})
-        return {"items": items, "model": model_name, "took_ms": 1000 * (time.perf_counter() - start)}
+        # A Response, so FastAPI does not validate its own output again (RecommendResponse documents it)
+        return JSONResponse({"items": items, "model": model_name, "took_ms": 1000 * (time.perf_counter() - start)})
 
     @app.post("/explain")
     def explain(request: ExplainRequest):
@@ -199,7 +212,9 @@ def create_app(engine: Engine, startup_s: float | None = None, max_body: int = M
 
     @app.get("/model")
     def model_info():
-        return engine.info() | {"startup_s": startup_s}
+        batching = None if batcher is None else {"max_batch": max_batch, "batches": batcher.batches,
+                                                 "requests": batcher.requests}
+        return engine.info() | {"startup_s": startup_s, "batching": batching}
 
     @app.get("/", include_in_schema=False)
     def page():

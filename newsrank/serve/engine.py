@@ -72,6 +72,17 @@ class Pool:
 
 
 @dataclass
+class PoolRequest:
+    """A whole-pool ``recommend`` (no candidates), for ``recommend_pool_batch``."""
+
+    history: list[str]
+    user: str | None = None
+    k: int = 10
+    exclude_history: bool = True
+    skip_unknown: bool = False
+
+
+@dataclass
 class Ranked:
     rows: list[int]
     scores: list[float]
@@ -235,15 +246,69 @@ class Engine:
             top = torch.sort(scores, descending=True, stable=True).indices[:k]  # ties keep the given order
             return pool, Ranked(rows[top].tolist(), scores[top].tolist())
         if self.model.candidate_aware:  # the bounded pool: the newest news
-            rows = torch.arange(max(1, len(pool.records) - self.candidate_pool), len(pool.records))
+            first = max(1, len(pool.records) - self.candidate_pool)
+            scores = self._score(inputs, vectors, torch.arange(first, len(pool.records)))  # [R]
+            scores = torch.cat([scores.new_full((first,), float("-inf")), scores])  # [N], by row
         else:
-            rows = torch.arange(1, len(pool.records))  # every real news
-        scores = self._score(inputs, vectors, rows)  # [R]
+            # Every row at once, read in place (no [N, D] copy per request): [N]
+            scores = self.model.score(self.model.encode_user(inputs), vectors[None])[0]
+        scores[0] = float("-inf")  # the padding news
         if exclude_history and history_rows:
-            scores[torch.isin(rows, torch.tensor(history_rows))] = float("-inf")
+            scores[torch.tensor(history_rows)] = float("-inf")
         eligible = int(torch.isfinite(scores).sum())
         values, top = torch.topk(scores, min(k, eligible))
-        return pool, Ranked(rows[top].tolist(), values.tolist())
+        return pool, Ranked(top.tolist(), values.tolist())
+
+    def batchable(self) -> bool:
+        """Whether whole-pool requests can share one pass (one user encoder call for the batch, one
+        [B, D] x [D, N] product): cacheable models with pool-wide vectors and the dot-product scorer."""
+        from ..models.base import NewsRecModel
+
+        return (not self.model.candidate_aware and not self.model.user_conditioned_news
+                and type(self.model).score is NewsRecModel.score)
+
+    @torch.inference_mode()
+    def recommend_pool_batch(self, requests: list[PoolRequest]) -> list[tuple[Pool, Ranked] | Exception]:
+        """``recommend`` without candidates for several requests at once (``batchable`` models):
+        histories left-padded into one [B, W] batch (padding is masked everywhere, so each user
+        vector is the one it gets alone), and the pool read once for all B users instead of once
+        each: that read is most of a request's time. An unknown id fails its own request only."""
+        pool = self.pool
+        out: list = [None] * len(requests)
+        histories, owners = [], []
+        keep = self.config.data.history_len
+        for i, request in enumerate(requests):
+            try:
+                rows = self.rows(pool, request.history, request.skip_unknown)
+            except UnknownNews as err:
+                out[i] = err
+                continue
+            histories.append(rows)
+            owners.append(i)
+        if not owners:
+            return out
+        width = max(1, max(len(h[-keep:]) if keep else 0 for h in histories))
+        history = torch.zeros(len(owners), width, dtype=torch.long)  # [B, W] left-padded with PAD
+        for b, rows in enumerate(histories):
+            recent = rows[-keep:] if keep and rows else []
+            if recent:
+                history[b, width - len(recent):] = torch.tensor(recent)
+        users = torch.tensor([self.user_index(requests[i].user) for i in owners])  # [B]
+        features = None if pool.history_table is None else pool.history_table[history]  # [B, W, F]
+        history_vectors = pool.vectors[history] if features is None or self.model.needs_history_vectors else None
+        inputs = UserInputs(history, history != PAD, history_vectors, users, pool.features, features)
+        scores = self.model.encode_user(inputs) @ pool.vectors.T  # [B, N]: the dot-product scorer, batched
+        scores[:, 0] = float("-inf")  # the padding news
+        for b, i in enumerate(owners):
+            if requests[i].exclude_history and histories[b]:
+                scores[b, torch.tensor(histories[b])] = float("-inf")
+        eligible = torch.isfinite(scores).sum(dim=1)  # [B]
+        k = min(max(requests[i].k for i in owners), scores.shape[1])
+        values, top = torch.topk(scores, k, dim=1)  # [B, k]
+        for b, i in enumerate(owners):
+            n = min(requests[i].k, int(eligible[b]))
+            out[i] = (pool, Ranked(top[b, :n].tolist(), values[b, :n].tolist()))
+        return out
 
     @torch.inference_mode()
     def explain(self, history: list[str], news_id: str, user: str | None = None,
@@ -288,3 +353,47 @@ def load_engine(run: str | Path, news_path: str | Path, behaviors_path: str | Pa
     if behaviors_path is not None:
         engine.load_users(behaviors_path)
     return engine, time.perf_counter() - start
+
+
+class Batcher:
+    """Runs whole-pool requests on one worker thread, each pass taking every request that queued
+    meanwhile (up to ``max_batch``): no waiting when idle (a lone request goes at once), and under
+    load one pass serves many. ``submit`` returns a ``concurrent.futures.Future``."""
+
+    def __init__(self, engine: Engine, max_batch: int = 32):
+        import queue
+
+        self.engine, self.max_batch = engine, max_batch
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.batches = self.requests = 0  # counters, for /model
+        self.thread = threading.Thread(target=self._work, name="newsrank-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, request: PoolRequest):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self.queue.put((request, future))
+        return future
+
+    def _work(self) -> None:
+        import queue
+
+        while True:
+            jobs = [self.queue.get()]
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self.engine.recommend_pool_batch([request for request, _ in jobs])
+            except Exception as err:  # noqa: BLE001 (handed to every waiting request, never lost)
+                results = [err] * len(jobs)
+            self.batches += 1
+            self.requests += len(jobs)
+            for (_, future), result in zip(jobs, results):
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
