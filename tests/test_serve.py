@@ -191,6 +191,47 @@ def test_posted_news_are_encoded_like_news_in_the_file(nrms, runs, synth_dir, tm
     assert again[0]["score"] == pytest.approx(again[1]["score"], rel=1e-6, abs=1e-7)
 
 
+def test_batched_pool_requests_equal_single_ones(nrms):
+    """Whole-pool requests that share one pass (left-padded histories, one product with the pool)
+    get what each gets alone; an unknown id fails its own request only. Through the Batcher too,
+    from many threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from newsrank.serve.engine import Batcher, PoolRequest, UnknownNews
+
+    engine, _ = nrms
+    assert engine.batchable()
+    ids = [r.news_id for r in engine.pool.records[1:]]
+    user = next(iter(engine.users))
+    requests = [PoolRequest(ids[:5]), PoolRequest([], k=3), PoolRequest(ids[3:30], user=user, exclude_history=False),
+                PoolRequest(["NOPE"]), PoolRequest(ids[:2] + ["NOPE"], skip_unknown=True, k=len(ids)),
+                PoolRequest(ids[40:41], k=1)]
+
+    def alone(request):
+        return engine.recommend(request.history, request.user, request.k, None, request.exclude_history,
+                                request.skip_unknown)[1]
+
+    def same(got, expected):
+        np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-6)
+        if len(set(np.round(expected.scores, 5))) == len(expected.scores):  # rows of tied scores may swap
+            assert got.rows == expected.rows
+
+    results = engine.recommend_pool_batch(requests)
+    assert isinstance(results[3], UnknownNews) and results[3].ids == ["NOPE"]
+    for request, result in zip(requests, results):
+        if request is not requests[3]:
+            same(result[1], alone(request))
+    assert len(results[4][1].rows) == len(ids) - 2  # k beyond the pool: all that is left
+
+    batcher = Batcher(engine, max_batch=4)
+    many = [PoolRequest(ids[i : i + 1 + i % 7], k=5) for i in range(24)]
+    with ThreadPoolExecutor(8) as threads:
+        answers = list(threads.map(lambda r: batcher.submit(r).result(timeout=30), many))
+    for request, (_, ranked) in zip(many, answers):
+        same(ranked, alone(request))
+    assert batcher.requests == 24 and batcher.batches <= 24
+
+
 def test_bad_requests_get_clear_answers(nrms):
     from newsrank.serve.app import MAX_HISTORY
 
