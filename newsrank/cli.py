@@ -1,6 +1,6 @@
 """The ``newsrank`` command line: synth, train, evaluate, predict (news models on MIND-format
-data), convert (an event log into MIND-format folders) and seq train / seq evaluate / seq synth
-(time-aware next-item models on event logs).
+data), serve (a trained run over HTTP, ``newsrank[serve]``), convert (an event log into MIND-format
+folders) and seq train / seq evaluate / seq synth (time-aware next-item models on event logs).
 
 Scripts and benchmarks drive these commands, so their flags and outputs are a stable contract.
 Bad input ends with exit status 2 and one line on stderr naming what is wrong.
