@@ -24,6 +24,7 @@ shows equals the fast path's.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -91,8 +92,13 @@ def captured(model, path: str | None) -> Iterator[list[torch.Tensor]]:
         yield found
         return
     module = model.get_submodule(path)
-    handle = module.register_forward_hook(lambda m, a, k, out: found.append(_weights(m, a, k, out)),
-                                          with_kwargs=True)
+    me = threading.get_ident()  # other requests run the same model meanwhile: keep this thread's calls only
+
+    def hook(m, args, kwargs, out):
+        if threading.get_ident() == me:
+            found.append(_weights(m, args, kwargs, out))
+
+    handle = module.register_forward_hook(hook, with_kwargs=True)
     try:
         yield found
     finally:
