@@ -206,6 +206,34 @@ def bench_run(args, run: str) -> list[dict]:
     return rows
 
 
+def table(rows: list[dict]) -> str:
+    """The Markdown table of ``rows``, each row's command, commit and machine as a numbered note."""
+    notes: dict[tuple, int] = {}
+    lines = ["| model | workload | ranked per request | req/s | p50 ms | p95 ms | p99 ms | start-up s (server's own) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        key = (r["command"], r["commit"], r["machine"], r["load"])
+        n = notes.setdefault(key, len(notes) + 1)
+        batch = "" if r.get("max_batch", 32) > 1 or r["workload"] != "pool" else " (--max-batch 1)"
+        lines.append(f"| {r['model']} [{n}] | {r['workload']}{batch} | {r['pool']} | {r['req_per_s']:.0f} | "
+                     f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['startup_s']:.2f} "
+                     f"({r['server_startup_s']:.2f}) |")
+    lines.append("")
+    for (command, sha, where, load), n in notes.items():
+        lines.append(f"[{n}] commit {sha}, {where}, load average {load} at the start: `{command}`  ")
+    return "\n".join(lines)
+
+
+def write_block(path: Path, marker: str, text: str) -> None:
+    """Replace the block between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in ``path``."""
+    content = path.read_text(encoding="utf-8")
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in content or end not in content:
+        raise SystemExit(f"{path}: no {start} ... {end} block")
+    head, rest = content.split(start, 1)
+    path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", help="run folder(s) to serve, one after another (repeatable)")
@@ -223,21 +251,29 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="*", help="pool and/or candN (default both)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--from-json", nargs="+", help="print the table of rows saved by earlier --json runs")
+    parser.add_argument("--readme", type=Path, help="Markdown file whose --marker block the table replaces")
+    parser.add_argument("--marker", default="serve-results")
     args = parser.parse_args()
-    if not args.run:
-        parser.error("give --run RUN (this script trains nothing); train one first, e.g.\n"
-                     "  python -m newsrank train --model nrms --data ../shared/data/mlsmall_mind --out runs/nrms_ml "
-                     "--epochs 1 --set embeddings=glove-6b-50d --set threads=1")
-    rows = [row for run in args.run for row in bench_run(args, run)]
-    print(f"\ncommit {commit()}, {machine()}; {args.requests} requests per row at concurrency {args.concurrency} "
-          f"(+{args.warmup} warm-up), server --threads {args.threads} --max-batch {args.max_batch}; client and server on the same machine\n")
-    print("| model | workload | pool | req/s | p50 ms | p95 ms | p99 ms | start-up s (server's own) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['workload']} | {r['pool']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['startup_s']:.2f} ({r['server_startup_s']:.2f}) |")
+    if args.from_json:
+        rows = [row for path in args.from_json for row in json.loads(Path(path).read_text())]
+    else:
+        if not args.run:
+            parser.error("give --run RUN (this script trains nothing); train one first, e.g.\n"
+                         "  python -m newsrank train --model nrms --data ../shared/data/mlsmall_mind --out runs/nrms_ml "
+                         "--epochs 1 --set embeddings=glove-6b-50d --set threads=1")
+        context = {"command": "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:]), "commit": commit(),
+                   "machine": machine(), "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+                   "max_batch": args.max_batch}
+        rows = [row | context for run in args.run for row in bench_run(args, run)]
+        print(f"\n{args.requests} requests per row at concurrency {args.concurrency} (+{args.warmup} warm-up), "
+              f"server --threads {args.threads} --max-batch {args.max_batch}; client and server on the same machine\n")
+    text = table(rows)
+    print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.readme:
+        write_block(args.readme, args.marker, text)
 
 
 if __name__ == "__main__":
