@@ -192,39 +192,44 @@ def test_posted_news_are_encoded_like_news_in_the_file(nrms, runs, synth_dir, tm
 
 
 def test_batched_pool_requests_equal_single_ones(nrms):
-    """Whole-pool requests that share one pass (left-padded histories, one product with the pool)
-    get what each gets alone; an unknown id fails its own request only. Through the Batcher too,
+    """Requests that share one pass (left-padded histories, one product with the pool for the
+    whole-pool ones, given candidates scored per request) get what each gets alone; an unknown id fails its own request only. Through the Batcher too,
     from many threads at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from newsrank.serve.engine import Batcher, PoolRequest, UnknownNews
+    from newsrank.serve.engine import Batcher, RankRequest, UnknownNews
 
     engine, _ = nrms
     assert engine.batchable()
     ids = [r.news_id for r in engine.pool.records[1:]]
     user = next(iter(engine.users))
-    requests = [PoolRequest(ids[:5]), PoolRequest([], k=3), PoolRequest(ids[3:30], user=user, exclude_history=False),
-                PoolRequest(["NOPE"]), PoolRequest(ids[:2] + ["NOPE"], skip_unknown=True, k=len(ids)),
-                PoolRequest(ids[40:41], k=1)]
+    requests = [RankRequest(ids[:5]), RankRequest([], k=3), RankRequest(ids[3:30], user=user, exclude_history=False),
+                RankRequest(["NOPE"]), RankRequest(ids[:2] + ["NOPE"], skip_unknown=True, k=len(ids)),
+                RankRequest(ids[40:41], k=1), RankRequest(ids[:4], candidates=ids[50:80], k=7),
+                RankRequest(ids[:4], candidates=ids[50:53] + ["NOPE"], skip_unknown=True, k=10),
+                RankRequest(ids[:4], candidates=["NOPE"] + ids[50:53])]
 
     def alone(request):
-        return engine.recommend(request.history, request.user, request.k, None, request.exclude_history,
-                                request.skip_unknown)[1]
+        return engine.recommend(request.history, request.user, request.k, request.candidates,
+                                request.exclude_history, request.skip_unknown)[1]
 
     def same(got, expected):
         np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-6)
         if len(set(np.round(expected.scores, 5))) == len(expected.scores):  # rows of tied scores may swap
             assert got.rows == expected.rows
 
-    results = engine.recommend_pool_batch(requests)
+    results = engine.recommend_batch(requests)
     assert isinstance(results[3], UnknownNews) and results[3].ids == ["NOPE"]
-    for request, result in zip(requests, results):
+    assert isinstance(results[-1], UnknownNews) and results[-1].ids == ["NOPE"]
+    for request, result in zip(requests[:-1], results):
         if request is not requests[3]:
             same(result[1], alone(request))
+    assert len(results[-2][1].rows) == 3
     assert len(results[4][1].rows) == len(ids) - 2  # k beyond the pool: all that is left
 
     batcher = Batcher(engine, max_batch=4)
-    many = [PoolRequest(ids[i : i + 1 + i % 7], k=5) for i in range(24)]
+    many = [RankRequest(ids[i : i + 1 + i % 7], k=5, candidates=ids[30 + i : 60] if i % 3 else None)
+            for i in range(24)]
     with ThreadPoolExecutor(8) as threads:
         answers = list(threads.map(lambda r: batcher.submit(r).result(timeout=30), many))
     for request, (_, ranked) in zip(many, answers):

@@ -11,8 +11,8 @@ names the field; no type coercion: ``"k": "10"`` is an error), histories longer 
 Content-Length, and on the bytes actually received when there is none), a model without attention
 400 on ``/explain``.
 
-Whole-pool ``/recommend`` requests of batchable models (cacheable, dot-product scorer: all but NPA,
-DKN and FIM) go to one worker thread that serves every request queued meanwhile in one pass
+``/recommend`` requests of batchable models (cacheable, dot-product scorer: all but NPA, DKN and
+FIM) go to one worker thread that serves every request queued meanwhile in one pass
 (``engine.Batcher``; ``max_batch`` 1 turns it off); every other request runs on FastAPI's thread
 pool (torch releases the GIL in its kernels, so they overlap). ``benchmarks/bench_serve.py``
 measured both: batching doubled NRMS's whole-pool throughput on 2 cores.
@@ -31,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from ..data.mind import NewsRecord
-from .engine import Batcher, Engine, NotExplainable, PoolRequest, UnknownNews
+from .engine import Batcher, Engine, NotExplainable, RankRequest, UnknownNews
 
 MAX_HISTORY = 1000  # clicks per request (the model keeps its history_len most recent)
 MAX_CANDIDATES = 10_000
@@ -155,9 +155,10 @@ def create_app(engine: Engine, startup_s: float | None = None, max_body: int = M
     @app.post("/recommend", response_model=RecommendResponse)
     async def recommend(request: RecommendRequest):
         start = time.perf_counter()
-        if batcher is not None and request.candidates is None:
-            pool, ranked = await asyncio.wrap_future(batcher.submit(PoolRequest(
-                request.history, request.user, request.k, request.exclude_history, request.skip_unknown)))
+        if batcher is not None:
+            pool, ranked = await asyncio.wrap_future(batcher.submit(RankRequest(
+                request.history, request.user, request.k, request.candidates, request.exclude_history,
+                request.skip_unknown)))
         else:
             pool, ranked = await run_in_threadpool(
                 engine.recommend, request.history, request.user, request.k, request.candidates,

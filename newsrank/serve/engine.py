@@ -72,12 +72,13 @@ class Pool:
 
 
 @dataclass
-class PoolRequest:
-    """A whole-pool ``recommend`` (no candidates), for ``recommend_pool_batch``."""
+class RankRequest:
+    """One ``recommend`` call, for ``recommend_batch``."""
 
     history: list[str]
     user: str | None = None
     k: int = 10
+    candidates: list[str] | None = None
     exclude_history: bool = True
     skip_unknown: bool = False
 
@@ -260,30 +261,34 @@ class Engine:
         return pool, Ranked(top.tolist(), values.tolist())
 
     def batchable(self) -> bool:
-        """Whether whole-pool requests can share one pass (one user encoder call for the batch, one
-        [B, D] x [D, N] product): cacheable models with pool-wide vectors and the dot-product scorer."""
+        """Whether requests can share one pass (one user encoder call for the batch, one [B, D] x
+        [D, N] product): cacheable models with pool-wide vectors and the dot-product scorer."""
         from ..models.base import NewsRecModel
 
         return (not self.model.candidate_aware and not self.model.user_conditioned_news
                 and type(self.model).score is NewsRecModel.score)
 
     @torch.inference_mode()
-    def recommend_pool_batch(self, requests: list[PoolRequest]) -> list[tuple[Pool, Ranked] | Exception]:
-        """``recommend`` without candidates for several requests at once (``batchable`` models):
-        histories left-padded into one [B, W] batch (padding is masked everywhere, so each user
-        vector is the one it gets alone), and the pool read once for all B users instead of once
-        each: that read is most of a request's time. An unknown id fails its own request only."""
+    def recommend_batch(self, requests: list[RankRequest]) -> list[tuple[Pool, Ranked] | Exception]:
+        """``recommend`` for several requests at once (``batchable`` models): histories left-padded
+        into one [B, W] batch for one user encoder call (padding is masked everywhere, so each user
+        vector is the one it gets alone), and the pool read once for all whole-pool requests (one
+        [B, D] x [D, N] product) instead of once each: that read is most of such a request's time.
+        An unknown id fails its own request only."""
         pool = self.pool
         out: list = [None] * len(requests)
-        histories, owners = [], []
+        histories, candidates, owners = [], [], []
         keep = self.config.data.history_len
         for i, request in enumerate(requests):
             try:
                 rows = self.rows(pool, request.history, request.skip_unknown)
+                wanted = None if request.candidates is None else self.rows(pool, request.candidates,
+                                                                           request.skip_unknown)
             except UnknownNews as err:
                 out[i] = err
                 continue
             histories.append(rows)
+            candidates.append(wanted)
             owners.append(i)
         if not owners:
             return out
@@ -297,17 +302,28 @@ class Engine:
         features = None if pool.history_table is None else pool.history_table[history]  # [B, W, F]
         history_vectors = pool.vectors[history] if features is None or self.model.needs_history_vectors else None
         inputs = UserInputs(history, history != PAD, history_vectors, users, pool.features, features)
-        scores = self.model.encode_user(inputs) @ pool.vectors.T  # [B, N]: the dot-product scorer, batched
+        user_vectors = self.model.encode_user(inputs)  # [B, D]
+
+        for b, i in enumerate(owners):  # given candidates: the dot-product scorer per request
+            if candidates[b] is not None:
+                rows = torch.tensor(candidates[b], dtype=torch.long)  # [C]
+                scores = pool.vectors.index_select(0, rows) @ user_vectors[b]  # [C]
+                top = torch.sort(scores, descending=True, stable=True).indices[: requests[i].k]
+                out[i] = (pool, Ranked(rows[top].tolist(), scores[top].tolist()))
+        whole = [b for b in range(len(owners)) if candidates[b] is None]
+        if not whole:
+            return out
+        scores = user_vectors[whole] @ pool.vectors.T  # [B', N]: the dot-product scorer, batched
         scores[:, 0] = float("-inf")  # the padding news
-        for b, i in enumerate(owners):
-            if requests[i].exclude_history and histories[b]:
-                scores[b, torch.tensor(histories[b])] = float("-inf")
-        eligible = torch.isfinite(scores).sum(dim=1)  # [B]
-        k = min(max(requests[i].k for i in owners), scores.shape[1])
-        values, top = torch.topk(scores, k, dim=1)  # [B, k]
-        for b, i in enumerate(owners):
-            n = min(requests[i].k, int(eligible[b]))
-            out[i] = (pool, Ranked(top[b, :n].tolist(), values[b, :n].tolist()))
+        for row, b in enumerate(whole):
+            if requests[owners[b]].exclude_history and histories[b]:
+                scores[row, torch.tensor(histories[b])] = float("-inf")
+        eligible = torch.isfinite(scores).sum(dim=1)  # [B']
+        k = min(max(requests[owners[b]].k for b in whole), scores.shape[1])
+        values, top = torch.topk(scores, k, dim=1)  # [B', k]
+        for row, b in enumerate(whole):
+            n = min(requests[owners[b]].k, int(eligible[row]))
+            out[owners[b]] = (pool, Ranked(top[row, :n].tolist(), values[row, :n].tolist()))
         return out
 
     @torch.inference_mode()
@@ -356,7 +372,7 @@ def load_engine(run: str | Path, news_path: str | Path, behaviors_path: str | Pa
 
 
 class Batcher:
-    """Runs whole-pool requests on one worker thread, each pass taking every request that queued
+    """Runs ``recommend`` requests on one worker thread, each pass taking every request that queued
     meanwhile (up to ``max_batch``): no waiting when idle (a lone request goes at once), and under
     load one pass serves many. ``submit`` returns a ``concurrent.futures.Future``."""
 
@@ -369,7 +385,7 @@ class Batcher:
         self.thread = threading.Thread(target=self._work, name="newsrank-batcher", daemon=True)
         self.thread.start()
 
-    def submit(self, request: PoolRequest):
+    def submit(self, request: RankRequest):
         from concurrent.futures import Future
 
         future: Future = Future()
@@ -387,7 +403,7 @@ class Batcher:
                 except queue.Empty:
                     break
             try:
-                results = self.engine.recommend_pool_batch([request for request, _ in jobs])
+                results = self.engine.recommend_batch([request for request, _ in jobs])
             except Exception as err:  # noqa: BLE001 (handed to every waiting request, never lost)
                 results = [err] * len(jobs)
             self.batches += 1
