@@ -215,7 +215,8 @@ def table(rows: list[dict]) -> str:
         key = (r["command"], r["commit"], r["machine"], r["load"])
         n = notes.setdefault(key, len(notes) + 1)
         batch = "" if r.get("max_batch", 32) > 1 or r["workload"] != "pool" else " (--max-batch 1)"
-        lines.append(f"| {r['model']} [{n}] | {r['workload']}{batch} | {r['pool']} | {r['req_per_s']:.0f} | "
+        ranked = r["workload"][4:] if r["workload"].startswith("cand") else r["pool"]  # candidates, or the pool
+        lines.append(f"| {r['model']} [{n}] | {r['workload']}{batch} | {ranked} | {r['req_per_s']:.0f} | "
                      f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['startup_s']:.2f} "
                      f"({r['server_startup_s']:.2f}) |")
     lines.append("")
