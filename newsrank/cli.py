@@ -1,6 +1,6 @@
 """The ``newsrank`` command line: synth, train, evaluate, predict (news models on MIND-format
-data), convert (an event log into MIND-format folders) and seq train / seq evaluate / seq synth
-(time-aware next-item models on event logs).
+data), serve (a trained run over HTTP, ``newsrank[serve]``), convert (an event log into MIND-format
+folders) and seq train / seq evaluate / seq synth (time-aware next-item models on event logs).
 
 Scripts and benchmarks drive these commands, so their flags and outputs are a stable contract.
 Bad input ends with exit status 2 and one line on stderr naming what is wrong.
@@ -194,6 +194,27 @@ def _convert(args: argparse.Namespace) -> None:
     summary = convert_to_mind(events, args.out, items=args.items, config=config, overwrite=args.overwrite)
     print(json.dumps(summary, default=str))
 
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise CliError(f"newsrank serve needs FastAPI and uvicorn ({err.name} is missing): "
+                       "pip install 'newsrank[serve]'") from None
+    from .core.runtime import set_threads
+    from .serve.app import create_app
+    from .serve.engine import load_engine
+
+    set_threads(args.threads)
+    engine, seconds = load_engine(args.run, args.news, args.behaviors, candidate_pool=args.candidate_pool)
+    log.info("%s: %d news served, start-up %.2f s; http://%s:%d/", engine.checkpoint.meta["model"],
+             len(engine.pool), seconds, args.host, args.port)
+    print(json.dumps({"model": engine.checkpoint.meta["model"], "pool_size": len(engine.pool),
+                      "startup_s": round(seconds, 3), "url": f"http://{args.host}:{args.port}/"}), flush=True)
+    uvicorn.run(create_app(engine, seconds, max_batch=args.max_batch), host=args.host, port=args.port,
+                log_level="warning" if args.quiet else "info", access_log=False)
+
+
 def _add_run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", "--checkpoint", dest="run", required=True,
                    help="run folder (uses RUN/best) or checkpoint folder (under torchrun write --checkpoint: "
@@ -242,6 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv (labels optional)")
     p.add_argument("--out", required=True, help="prediction.txt to write (prediction.zip is written beside it)")
     p.set_defaults(func=_predict)
+
+    p = commands.add_parser("serve", parents=[common],
+                            help="serve recommendations, explanations and a web page over HTTP (newsrank[serve])")
+    _add_run_argument(p)
+    p.add_argument("--news", required=True, help="news.tsv of the pool to recommend from")
+    p.add_argument("--behaviors", help="behaviors.tsv whose users (latest history each) the page offers")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: requests run side by side in FastAPI's thread pool)")
+    p.add_argument("--candidate-pool", type=int, default=2000,
+                   help="candidate-aware models (DKN, FIM) rank the newest N news when no candidates are given")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="whole-pool requests that arrive together share one pass, up to N (1: each on its own)")
+    p.set_defaults(func=_serve)
 
     p = commands.add_parser("convert", parents=[common],
                             help="turn a user,item,timestamp log into MIND-format train/ and dev/ folders")
