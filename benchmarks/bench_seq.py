@@ -45,21 +45,24 @@ def newsrank(*args: str) -> None:
 
 
 def bench_model(model: str, events: Path, fmt: str, out: Path, epochs: int, overrides: list[str],
-                constant: bool = False) -> dict:
+                constant: bool = False, reuse: bool = False) -> dict:
     run = out / model
     sets = [x for item in overrides for x in ("--set", item)]
     started = time.perf_counter()
-    newsrank("seq", "train", "--model", model, "--events", str(events), "--format", fmt, "--out", str(run),
-             "--epochs", str(epochs), "--overwrite", "-q", *sets)
+    done = reuse and (run / "metrics.json").is_file() and json.loads((run / "metrics.json").read_text())["epoch"] == epochs
+    if not done:
+        newsrank("seq", "train", "--model", model, "--events", str(events), "--format", fmt, "--out", str(run),
+                 "--epochs", str(epochs), "--overwrite", "-q", *sets)
     command_seconds = time.perf_counter() - started
     metrics = json.loads((run / "metrics.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     extra = {}
-    if constant:
+    if constant and not (done and (run / "constant.json").is_file()):
         threads = [x for item in overrides if item.split("=")[0].strip() in ("threads", "train.threads")
                    for x in ("--set", item)]
         newsrank("seq", "evaluate", "--run", str(run), "--events", str(events), "--format", fmt,
                  "--out", str(run / "constant.json"), "-q", "--set", "eval_delta=constant", *threads)
+    if constant:
         extra["constant"] = json.loads((run / "constant.json").read_text())
     return extra | {
         "model": model,
@@ -128,7 +131,7 @@ def gap_table(rows: list[dict], k: int) -> str:
 
     def cell(section: dict, protocol: str) -> str:
         value = section[protocol][f"recall@{k}"]
-        return "-" if value != value else f"{value:.3f}"  # NaN: an empty bucket
+        return "-" if value is None or value != value else f"{value:.3f}"  # None / NaN: an empty bucket
 
     for r in trained:
         cells = []
@@ -151,6 +154,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already in --out (trained with the same --epochs) instead of training again")
     parser.add_argument("--constant", action="store_true",
                         help="also evaluate each model with eval_delta=constant and print Recall by target gap")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_seq")
@@ -163,11 +168,12 @@ def main() -> None:
     if args.synthetic:
         args.out.mkdir(parents=True, exist_ok=True)
         events, fmt = args.out / "synthetic.csv", "csv"
-        newsrank("seq", "synth", "--out", str(events), "-q")
+        if not (args.reuse and events.is_file()):
+            newsrank("seq", "synth", "--out", str(events), "-q")
     rows = [popularity_row(events, fmt, args.set)]
     for model in args.models:
         print(f"# {model}: {args.epochs} epoch(s) on {events} ...", file=sys.stderr, flush=True)
-        rows.append(bench_model(model, events, fmt, args.out, args.epochs, args.set, args.constant))
+        rows.append(bench_model(model, events, fmt, args.out, args.epochs, args.set, args.constant, args.reuse))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
     k = min(rows[0]["full"], key=len).split("@")[1]  # the first cut-off, e.g. "10"
