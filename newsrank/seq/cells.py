@@ -190,7 +190,7 @@ class PhasedLSTMCell(LSTMCell):
     The clock must be *linear* in time for the phase to mean anything: t is raw seconds
     (``model.plstm_time=linear``, the default; the official Time-LSTM code feeds raw seconds too)
     and ``period_range`` is in seconds, chosen from the training log's gaps by the trainer
-    (:func:`newsrank.seq.train.plstm_period_range`). On a log1p clock (``plstm_time=scaled``, the
+    (:func:`newsrank.seq.train.resolve_time_scale`). On a log1p clock (``plstm_time=scaled``, the
     first version) one step late in a history moves t by ~5e-4 while a window is 0.05-1 wide, so
     most units never open in a whole prefix.
 
