@@ -29,6 +29,7 @@ after the last epoch is kept (``RUN/model``) and its metrics written to ``RUN/me
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -155,6 +156,12 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
         saved = config_from_header(meta, str(last_dir / "checkpoint.json"))
         if saved.model.cell != config.model.cell:
             raise ValueError(f"{last_dir} is a {saved.model.cell} run; cannot resume it as {config.model.cell}")
+        for name in ("data", "model"):  # the run's own settings win; say so when the command asked otherwise
+            asked, kept = dataclasses.asdict(getattr(config, name)), dataclasses.asdict(getattr(saved, name))
+            changed = sorted(k for k in asked if asked[k] != kept[k] and asked[k] is not None)
+            if changed:
+                log.warning("resuming with the run's own %s settings; ignoring %s", name,
+                            ", ".join(f"{k}={asked[k]!r}" for k in changed))
         config.data, config.model = saved.data, saved.model
     tc = config.train
     set_threads(tc.threads)
