@@ -9,7 +9,11 @@ sequences per second, the commit and the machine.
     python benchmarks/bench_seq.py --synthetic --set split=leave_last_out
 
 ``--synthetic`` writes the log of ``newsrank seq synth`` (the interval decides the next genre)
-and benchmarks on it. With ``--readme benchmarks/RESULTS.md --marker NAME`` the block between
+and benchmarks on it. ``--constant`` also evaluates every trained model with
+``--set eval_delta=constant`` (each test gap replaced by the training median: what the model takes
+from time) and adds a second table, Recall@K by the gap to the target (< 1 min, 1 min-1 h,
+1 h-1 day, > 1 day), real Δt -> constant Δt. ``--set protocol=paper`` trains with the paper's
+protocol (``configs/seq_paper.yaml``; with ``--epochs`` fewer than its 50). With ``--readme benchmarks/RESULTS.md --marker NAME`` the block between
 ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` is replaced by this run's table.
 """
 
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's newsrank, as the CLI runs it
 from bench_news import commit, machine, update_readme  # noqa: E402  (same folder: one copy of each)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,24 +44,37 @@ def newsrank(*args: str) -> None:
             sys.exit(f"command failed: newsrank {' '.join(args)}\n{err.read().decode(errors='replace')}")
 
 
-def bench_model(model: str, events: Path, fmt: str, out: Path, epochs: int, overrides: list[str]) -> dict:
+def bench_model(model: str, events: Path, fmt: str, out: Path, epochs: int, overrides: list[str],
+                constant: bool = False, reuse: bool = False) -> dict:
     run = out / model
     sets = [x for item in overrides for x in ("--set", item)]
     started = time.perf_counter()
-    newsrank("seq", "train", "--model", model, "--events", str(events), "--format", fmt, "--out", str(run),
-             "--epochs", str(epochs), "--overwrite", "-q", *sets)
+    done = reuse and (run / "metrics.json").is_file() and json.loads((run / "metrics.json").read_text())["epoch"] == epochs
+    if not done:
+        newsrank("seq", "train", "--model", model, "--events", str(events), "--format", fmt, "--out", str(run),
+                 "--epochs", str(epochs), "--overwrite", "-q", *sets)
+    command_seconds = time.perf_counter() - started
     metrics = json.loads((run / "metrics.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    return {
+    extra = {}
+    if constant and not (done and (run / "constant.json").is_file()):
+        threads = [x for item in overrides if item.split("=")[0].strip() in ("threads", "train.threads")
+                   for x in ("--set", item)]
+        newsrank("seq", "evaluate", "--run", str(run), "--events", str(events), "--format", fmt,
+                 "--out", str(run / "constant.json"), "-q", "--set", "eval_delta=constant", *threads)
+    if constant:
+        extra["constant"] = json.loads((run / "constant.json").read_text())
+    return extra | {
         "model": model,
         "sampled": metrics["sampled"],
         "full": metrics["full"],
+        "by_gap": metrics["by_gap"],
         "targets": metrics["targets"],
         "items": metrics["items"],
         "split": metrics["split"],
         # training loop only, over all epochs
         "train_sequences_per_s": sum(r["train_sequences"] for r in log) / sum(r["train_seconds"] for r in log),
-        "command_seconds": time.perf_counter() - started,
+        "command_seconds": command_seconds,
     }
 
 
@@ -85,13 +103,46 @@ def popularity_row(events: Path, fmt: str, overrides: list[str]) -> dict:
 
 
 def table(rows: list[dict], k: int) -> str:
-    lines = [f"| model | sampled Recall@{k} | sampled MRR@{k} | full Recall@{k} | full MRR@{k} | train sequences/s |",
-             "|---|---|---|---|---|---|"]
+    constant = any("constant" in r for r in rows)
+    head = f"| model | sampled Recall@{k} | sampled MRR@{k} | full Recall@{k} | full MRR@{k} |"
+    rule = "|---|---|---|---|---|"
+    if constant:
+        head += f" sampled / full Recall@{k}, constant Δt |"
+        rule += "---|"
+    lines = [head + " train sequences/s |", rule + "---|"]
     for r in rows:
         s, f = r["sampled"], r["full"]
-        lines.append(f"| {r['model']} | {s[f'recall@{k}']:.4f} ± {s[f'recall@{k}_std']:.4f} | "
-                     f"{s[f'mrr@{k}']:.4f} | {f[f'recall@{k}']:.4f} | {f[f'mrr@{k}']:.4f} | "
-                     f"{r['train_sequences_per_s']:.1f} |".replace("nan", "-"))
+        line = (f"| {r['model']} | {s[f'recall@{k}']:.4f} ± {s[f'recall@{k}_std']:.4f} | "
+                f"{s[f'mrr@{k}']:.4f} | {f[f'recall@{k}']:.4f} | {f[f'mrr@{k}']:.4f} |")
+        if constant:
+            c = r.get("constant")
+            line += (f" {c['sampled'][f'recall@{k}']:.4f} / {c['full'][f'recall@{k}']:.4f} |" if c else " - |")
+        lines.append(line + f" {r['train_sequences_per_s']:.1f} |".replace("nan", "-"))
+    return "\n".join(lines)
+
+
+def gap_table(rows: list[dict], k: int) -> str:
+    """Recall@K per bucket of the gap to the target: sampled / full, real Δt -> constant Δt."""
+    trained = [r for r in rows if "by_gap" in r]
+    buckets = list(trained[0]["by_gap"])
+    counts = [trained[0]["by_gap"][b]["count"] for b in buckets]
+    lines = ["| model | " + " | ".join(f"{b} ({n} targets)" for b, n in zip(buckets, counts)) + " |",
+             "|---|" + "---|" * len(buckets)]
+
+    def cell(section: dict, protocol: str) -> str:
+        value = section[protocol][f"recall@{k}"]
+        return "-" if value is None or value != value else f"{value:.3f}"  # None / NaN: an empty bucket
+
+    for r in trained:
+        cells = []
+        for b in buckets:
+            real = r["by_gap"][b]
+            text = f"{cell(real, 'sampled')} / {cell(real, 'full')}"
+            if "constant" in r:
+                const = r["constant"]["by_gap"][b]
+                text += f" -> {cell(const, 'sampled')} / {cell(const, 'full')}"
+            cells.append(text)
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -103,6 +154,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already in --out (trained with the same --epochs) instead of training again")
+    parser.add_argument("--constant", action="store_true",
+                        help="also evaluate each model with eval_delta=constant and print Recall by target gap")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_seq")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--readme", type=Path, help="Markdown file (benchmarks/RESULTS.md) whose block named by --marker this table replaces")
@@ -113,11 +168,12 @@ def main() -> None:
     if args.synthetic:
         args.out.mkdir(parents=True, exist_ok=True)
         events, fmt = args.out / "synthetic.csv", "csv"
-        newsrank("seq", "synth", "--out", str(events), "-q")
+        if not (args.reuse and events.is_file()):
+            newsrank("seq", "synth", "--out", str(events), "-q")
     rows = [popularity_row(events, fmt, args.set)]
     for model in args.models:
         print(f"# {model}: {args.epochs} epoch(s) on {events} ...", file=sys.stderr, flush=True)
-        rows.append(bench_model(model, events, fmt, args.out, args.epochs, args.set))
+        rows.append(bench_model(model, events, fmt, args.out, args.epochs, args.set, args.constant, args.reuse))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
     k = min(rows[0]["full"], key=len).split("@")[1]  # the first cut-off, e.g. "10"
@@ -125,7 +181,12 @@ def main() -> None:
     source = "the synthetic log of `newsrank seq synth`" if args.synthetic else f"`{events.name}`"
     footer = (f"\n\nData: {source}, {rows[0]['items']} items, {rows[0]['split']} split, {rows[0]['targets']} test "
               f"targets; {args.epochs} epochs. Commit {commit()}; machine: {machine()}.\nMade by: `{command}`")
-    text = table(rows, int(k)) + footer
+    text = table(rows, int(k))
+    if len(rows) > 1:
+        text += (f"\n\nRecall@{k} by the gap between the last observed event and the target, sampled / full"
+                 + (", real Δt -> every Δt the training median" if args.constant else "") + ":\n\n"
+                 + gap_table(rows, int(k)))
+    text += footer
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "commit": commit(), "machine": machine(), "command": command},

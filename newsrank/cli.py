@@ -160,14 +160,14 @@ def _seq_train(args: argparse.Namespace) -> None:
         overrides.append(f"train.epochs={args.epochs}")
     config = load_seq_config(args.model, args.config, overrides)
     metrics = train_on_events(config, args.events, args.out, args.format, overwrite=args.overwrite,
-                              progress=not args.quiet)
+                              progress=not args.quiet, resume=args.resume)
     print(json.dumps(metrics | {"run": str(args.out)}))
 
 
 def _seq_evaluate(args: argparse.Namespace) -> None:
     from .seq.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run, args.events, args.format)
+    metrics = evaluate_run(args.run, args.events, args.format, overrides=args.set)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config on top of the packaged configs/seq.yaml")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key (repeatable)")
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last after its last full epoch")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.set_defaults(func=_seq_train)
 
@@ -311,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", required=True, help="event log; the run's split protocol picks the targets")
     p.add_argument("--format", default="csv", choices=SEQ_FORMATS)
     p.add_argument("--out", help="JSON file for the metrics")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="evaluation setting, e.g. eval_delta=constant (every test gap = the training median)")
     p.set_defaults(func=_seq_evaluate)
 
     p = seq_commands.add_parser("synth", parents=[common],

@@ -143,7 +143,7 @@ def test_one_step_matches_hand_computation(name, train):
     elif name == "lstm_t":
         want_h, want_c = ref_lstm_t(P, xs, ds, hs, cs)
     elif name == "plstm":
-        want_h, want_c = ref_plstm(P, xs, ts, hs, cs, r_on=0.05, leak=1e-3 if train else 0.0)
+        want_h, want_c = ref_plstm(P, xs, ts, hs, cs, r_on=0.05, leak=1e-3)  # leak_at_eval: on by default
     else:
         want_h, want_c = {"tlstm1": ref_tlstm1, "tlstm2": ref_tlstm2, "tlstm3": ref_tlstm3}[name](P, xs, ds, hs, cs)
     np.testing.assert_allclose(_np(h_out), want_h, atol=1e-6, rtol=0)
@@ -172,9 +172,9 @@ def test_none_state_is_zeros():
 # ---------------------------------------------------------------- PLSTM
 
 
-def _plstm_fixed(r_on=0.2, leak=0.01):
+def _plstm_fixed(r_on=0.2, leak=0.01, leak_at_eval=False):
     """Period 10 and shift 0 for unit 0; period 10, shift 2.5 for unit 1."""
-    cell = PhasedLSTMCell(E, H, r_on=r_on, leak=leak).double()
+    cell = PhasedLSTMCell(E, H, r_on=r_on, leak=leak, leak_at_eval=leak_at_eval).double()
     with torch.no_grad():
         cell.log_tau.fill_(math.log(10.0))
         cell.shift.copy_(torch.tensor([0.0, 2.5]))
@@ -220,7 +220,8 @@ def test_plstm_init_ranges_and_config():
     cell = PhasedLSTMCell(E, 64, period_range=(1.0, 20.0))
     tau = cell.log_tau.exp()
     assert (tau >= 1.0 - 1e-6).all() and (tau <= 20.0 + 1e-5).all()
-    assert (cell.shift >= 0).all() and (cell.shift <= tau).all()
+    assert (cell.shift >= 0).all() and (cell.shift <= 20.0).all()  # U(0, the longest period)
+    assert (cell.gate_bias("f") == 2.0).all()  # the official PLSTM's forget bias
     with pytest.raises(ValueError, match="r_on"):
         PhasedLSTMCell(E, H, r_on=0.0)
 
@@ -284,7 +285,11 @@ def _batch(seed=0, b=3, length=6, num_items=9):
 
 
 def _model(name, num_items=9, seed=0, **kw):
+    """PLSTM here reads since_first (its scaled clock), like every other cell reads its time
+    inputs from the same two tensors; its linear clock has its own tests (test_seq_timelstm.py)."""
     torch.manual_seed(seed)
+    if name == "plstm":
+        kw = {"plstm_time": "scaled", "plstm_period_min": 1.0, "plstm_period_max": 20.0, **kw}
     config = SeqModelConfig(cell=name, embedding_dim=5, hidden=4, **kw)
     return TimeSequenceModel(config, num_items)
 
@@ -369,6 +374,10 @@ def test_config_validation():
         SeqModelConfig(plstm_r_on=1.5)
     with pytest.raises(ValueError, match="plstm_period_max"):
         SeqModelConfig(plstm_period_min=5.0, plstm_period_max=2.0)
+    with pytest.raises(ValueError, match="both set or both null"):
+        SeqModelConfig(plstm_period_min=5.0)
+    with pytest.raises(ValueError, match="plstm_gap_quantiles"):
+        SeqModelConfig(plstm_gap_quantiles=[0.9, 0.1])
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -389,13 +398,16 @@ def test_model_overfits_tiny_next_item_data(name):
     since_first = torch.cumsum(delta_next, dim=1) - delta_next
     targets = torch.cat([items[:, 1:], torch.zeros(6, 1, dtype=torch.long)], dim=1)  # 0 = nothing to predict
 
+    seconds = since_first.double() * 60  # PLSTM's linear clock: one unit of time is a minute here
+
     torch.manual_seed(0)
     hidden = 64 if name == "plstm" else 16
-    model = TimeSequenceModel(SeqModelConfig(cell=name, embedding_dim=16, hidden=hidden), num_items)
+    periods = {"plstm_period_min": 60.0, "plstm_period_max": 600.0} if name == "plstm" else {}
+    model = TimeSequenceModel(SeqModelConfig(cell=name, embedding_dim=16, hidden=hidden, **periods), num_items)
     opt = torch.optim.Adam(model.parameters(), lr=0.03)
     losses = []
     for _ in range(100):
-        logits = model.logits(model(items, delta_next, since_first, mask))  # [6, 7, V]
+        logits = model.logits(model(items, delta_next, since_first, mask, seconds))  # [6, 7, V]
         loss = F.cross_entropy(logits.reshape(-1, num_items), targets.reshape(-1), ignore_index=0)
         opt.zero_grad()
         loss.backward()

@@ -10,8 +10,9 @@ paper, and runs ONE step::
 * ``x`` [B, E]: the embedding of the current item x_m;
 * ``dt`` [B]: the interval Δt_m = t_{m+1} − t_m, i.e. the (scaled) ``delta_next`` of the step: how
   long after x_m the action being predicted happens (the Time-LSTM cells' time input);
-* ``t`` [B]: the (scaled) ``since_first`` of the step, time since the user's first event (PLSTM's
-  time input, as for the paper's PLSTM baseline);
+* ``t`` [B]: the time of the step since the user's first event (PLSTM's time input, as for the
+  paper's PLSTM baseline): raw seconds (float64) on PLSTM's linear clock, else the scaled
+  ``since_first``;
 * ``state``: ``(h, c)``, each [B, H] (None: zeros). ``h`` is also the step's output.
 
 Row vectors such as W_tt, W_to multiply the *scalar* Δt, so they are stored as [1, H].
@@ -173,25 +174,33 @@ class LSTMTCell(LSTMCell):
 
 
 class PhasedLSTMCell(LSTMCell):
-    """Phased LSTM (Neil et al., NIPS 2016) on the peephole LSTM, driven by t (time since the
-    user's first event, as the Time-LSTM paper's PLSTM baseline). Per hidden unit j: a learned
-    period τ_j > 0 (stored as log τ), a learned shift s_j, and a fixed open ratio r_on::
+    """Phased LSTM (Neil et al., NIPS 2016) on the peephole LSTM, driven by a clock t: the time of
+    the current event since the user's first event, as the Time-LSTM paper's PLSTM baseline. Per
+    hidden unit j: a learned period τ_j > 0 (stored as log τ), a learned shift s_j, and an open
+    ratio r_on (fixed, or learned per unit with ``learn_r_on``)::
 
         φ = ((t − s) mod τ) / τ                      (phase in [0, 1))
         k = 2φ / r_on          if φ < r_on / 2       (opening)
             2 − 2φ / r_on      if r_on / 2 ≤ φ < r_on  (closing)
-            α φ                otherwise             (closed; leak α in training only, 0 in eval)
+            α φ                otherwise             (closed; leak α)
         h̃, c̃ = the peephole LSTM step of LSTMCell (from h_prev, c_prev)
         c = k ⊙ c̃ + (1 − k) ⊙ c_prev
         h = k ⊙ h̃ + (1 − k) ⊙ h_prev
 
-    Init: log τ ~ U(log τ_min, log τ_max) and s ~ U(0, τ), as in Neil et al. but with a period
-    range for the *scaled* time. With the default log1p scaling t = ln(1 + seconds since first
-    event) lies in [0, ~20] (ln(1 + 10 years in seconds) ≈ 19.6); Neil et al.'s raw-time ranges
-    (e.g. exp(U(log 1, log 1000))) would give most units a period longer than any history, so they
-    would open at most once. The default τ ∈ [1, 20] keeps every unit cycling over a long history
-    while the random shifts spread the open windows across units; pass another range for other
-    time scales. Large t (even raw seconds, 1e8) is safe: ``torch.remainder`` is exact (fmod).
+    The clock must be *linear* in time for the phase to mean anything: t is raw seconds
+    (``model.plstm_time=linear``, the default; the official Time-LSTM code feeds raw seconds too)
+    and ``period_range`` is in seconds, chosen from the training log's gaps by the trainer
+    (:func:`newsrank.seq.train.resolve_time_scale`). On a log1p clock (``plstm_time=scaled``, the
+    first version) one step late in a history moves t by ~5e-4 while a window is 0.05-1 wide, so
+    most units never open in a whole prefix.
+
+    Init: log τ ~ U(log τ_min, log τ_max) (log-uniform, as Neil et al.), shift s ~ U(0, τ_max)
+    (the official code: U(0, 1000) s against periods of 10-100 s), forget-gate bias 2 (the official
+    PLSTM's). The phase is computed in float64: t reaches 1e8 s, where float32 steps by 8 s.
+
+    Leak: Neil et al. switch it off at test time; the official Time-LSTM code keeps it on (its
+    prediction function is built without ``deterministic``). ``leak_at_eval`` (default True, the
+    official code's) picks; with it on, training and evaluation compute the same function.
     """
 
     def __init__(
@@ -201,6 +210,8 @@ class PhasedLSTMCell(LSTMCell):
         r_on: float = 0.05,
         leak: float = 1e-3,
         period_range: tuple[float, float] = (1.0, 20.0),
+        learn_r_on: bool = False,
+        leak_at_eval: bool = True,
     ):
         if not 0.0 < r_on <= 1.0:
             raise ValueError(f"r_on must be in (0, 1], got {r_on}")
@@ -209,32 +220,50 @@ class PhasedLSTMCell(LSTMCell):
         if not 0.0 < period_range[0] <= period_range[1]:
             raise ValueError(f"period_range must satisfy 0 < min <= max, got {period_range}")
         # plain attributes, set first: reset_parameters (run by TimeCell.__init__) reads them
-        self.r_on, self.leak = float(r_on), float(leak)
+        self.r_on_init, self.leak = float(r_on), float(leak)
+        self.learn_r_on, self.leak_at_eval = bool(learn_r_on), bool(leak_at_eval)
         self.period_range = (float(period_range[0]), float(period_range[1]))
         super().__init__(input_size, hidden_size)
 
     def _extra_parameters(self) -> None:
         self.log_tau = nn.Parameter(torch.empty(self.hidden_size))  # [H] log τ
         self.shift = nn.Parameter(torch.empty(self.hidden_size))  # [H] s
+        if self.learn_r_on:
+            # r_on = σ(logit) per unit: always in (0, 1) whatever the optimizer does
+            self.r_on_logit = nn.Parameter(torch.empty(self.hidden_size))  # [H]
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         low, high = self.period_range
         with torch.no_grad():
             self.log_tau.uniform_(math.log(low), math.log(high))
-            self.shift.copy_(torch.rand_like(self.shift) * self.log_tau.exp())
+            self.shift.uniform_(0.0, high)
+            self.gate_bias("f").fill_(2.0)
+            if self.learn_r_on:
+                r = min(self.r_on_init, 1.0 - 1e-4)
+                self.r_on_logit.fill_(math.log(r / (1.0 - r)))
+
+    @property
+    def r_on(self) -> torch.Tensor:
+        """The open ratio, [H] (learned) or a 0-d tensor (fixed)."""
+        if self.learn_r_on:
+            return torch.sigmoid(self.r_on_logit)
+        return self.log_tau.new_tensor(self.r_on_init)
 
     def openness(self, t: torch.Tensor) -> torch.Tensor:
-        """k for times t [...] -> [..., H] (uses the leak only in training mode)."""
-        tau = self.log_tau.exp()  # [H]
-        phase = torch.remainder(t.unsqueeze(-1) - self.shift, tau) / tau  # [..., H], in [0, 1]
-        ramp = 2.0 * phase / self.r_on
-        leak = self.leak if self.training else 0.0
+        """k for times t [...] -> [..., H] in the dtype of the weights (the leak is used in
+        training mode, and in eval mode when ``leak_at_eval``)."""
+        tau = self.log_tau.double().exp()  # [H]
+        phase = torch.remainder(t.double().unsqueeze(-1) - self.shift.double(), tau) / tau  # [..., H] in [0, 1)
+        phase = phase.to(self.log_tau.dtype)
+        r_on = self.r_on
+        ramp = 2.0 * phase / r_on
+        leak = self.leak if (self.training or self.leak_at_eval) else 0.0
         closed = leak * phase
-        return torch.where(phase < 0.5 * self.r_on, ramp, torch.where(phase < self.r_on, 2.0 - ramp, closed))
+        return torch.where(phase < 0.5 * r_on, ramp, torch.where(phase < r_on, 2.0 - ramp, closed))
 
     def project_inputs(self, x: torch.Tensor, dt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        k = self.openness(t.to(x.dtype))  # [..., H]
+        k = self.openness(t).to(x.dtype)  # [..., H]
         return torch.cat([self.x_proj(x), k], dim=-1)  # [..., 4H + H]
 
     def step(self, p: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

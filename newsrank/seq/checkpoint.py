@@ -1,5 +1,10 @@
 """Sequence-model checkpoints: the shared header (:mod:`newsrank.core.checkpoint`), the item
-vocabulary (``items.json``) and the weights; JSON and safetensors only, written atomically."""
+vocabulary (``items.json``) and the weights; JSON and safetensors only, written atomically.
+
+A checkpoint written with ``trainer_state`` (the trainer's ``RUN/last``, what ``--resume`` reads)
+also holds the optimizer's state (``trainer.safetensors`` for its tensors, ``trainer.json`` for its
+scalars and parameter groups), the torch RNG and the NumPy generator that shuffles batches, so a
+resumed run trains exactly as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..core.atomic import atomic_folder
 from ..core.checkpoint import checkpoint_header, read_header, read_weights, write_checkpoint_files
@@ -18,17 +24,76 @@ from .sequences import ItemVocab
 
 CHECKPOINT_FORMAT = "newsrank-seq-checkpoint"
 CHECKPOINT_VERSION = 1
+TRAINER_TENSORS, TRAINER_JSON = "trainer.safetensors", "trainer.json"
 
 
 def save_seq_checkpoint(folder: Path, model: TimeSequenceModel, config: SeqRunConfig, vocab: ItemVocab,
-                        epoch: int, metrics: dict) -> None:
-    """JSON + safetensors only (nothing pickled), written atomically."""
+                        epoch: int, metrics: dict, optimizer: torch.optim.Optimizer | None = None,
+                        rng: np.random.Generator | None = None) -> None:
+    """JSON + safetensors only (nothing pickled), written atomically; with ``optimizer`` (and
+    ``rng``) also the trainer state that :func:`load_trainer_state` restores."""
     with atomic_folder(folder) as tmp:
         header = checkpoint_header(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "seq", config.to_dict(),
                                    num_items=model.num_items, epoch=epoch, metrics=metrics)
         write_checkpoint_files(tmp, header, model)
         (tmp / "items.json").write_text(json.dumps({"items": vocab.items, "counts": vocab.counts.tolist()},
                                                    ensure_ascii=False), encoding="utf-8")
+        if optimizer is not None:
+            _save_trainer_state(tmp, optimizer, rng)
+
+
+def _save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, rng: np.random.Generator | None) -> None:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    scalars: dict[str, dict] = {}
+    for param_id, param_state in state["state"].items():
+        for name, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{param_id}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(param_id), {})[name] = value
+    save_file(tensors, str(folder / TRAINER_TENSORS))
+    payload = {"param_groups": state["param_groups"], "scalars": scalars,
+               "numpy_rng": rng.bit_generator.state if rng is not None else None}
+    (folder / TRAINER_JSON).write_text(json.dumps(payload), encoding="utf-8")
+
+
+def load_trainer_state(folder: str | Path, optimizer: torch.optim.Optimizer,
+                       rng: np.random.Generator | None = None) -> None:
+    """Restore the optimizer state, the torch RNG and (given) the NumPy generator's state."""
+    folder = Path(folder)
+    if not (folder / TRAINER_JSON).is_file():
+        raise ValueError(f"{folder}: no trainer state ({TRAINER_JSON}); only RUN/last can be resumed")
+    tensors = load_file(str(folder / TRAINER_TENSORS))
+    payload = json.loads((folder / TRAINER_JSON).read_text(encoding="utf-8"))
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, param_id, name = key.split(".", 2)
+            state.setdefault(int(param_id), {})[name] = value
+    for param_id, values in payload["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": payload["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    if rng is not None and payload.get("numpy_rng") is not None:
+        rng.bit_generator.state = payload["numpy_rng"]
+
+
+def read_seq_header(folder: str | Path) -> dict:
+    return read_header(folder, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "a sequence-model checkpoint")
+
+
+def config_from_header(meta: dict, source: str) -> SeqRunConfig:
+    """The run config saved in a header. Checkpoints from before PLSTM's linear clock lack
+    ``plstm_time`` / ``plstm_leak_at_eval``: they read the scaled since_first and had no leak at
+    test time, so those are what they get."""
+    saved = {name: dict(section) for name, section in meta["config"].items()}
+    model = saved.get("model", {})
+    model.setdefault("plstm_time", "scaled")
+    model.setdefault("plstm_leak_at_eval", False)
+    config = SeqRunConfig()
+    update_sections(config, saved, source)
+    return config
 
 
 def load_seq_checkpoint(folder: str | Path, device: str | torch.device = "cpu"
@@ -36,9 +101,8 @@ def load_seq_checkpoint(folder: str | Path, device: str | torch.device = "cpu"
     folder = Path(folder)
     if (folder / "model" / "checkpoint.json").is_file():  # a run folder
         folder = folder / "model"
-    meta = read_header(folder, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "a sequence-model checkpoint")
-    config = SeqRunConfig()
-    update_sections(config, meta["config"], str(folder / "checkpoint.json"))
+    meta = read_seq_header(folder)
+    config = config_from_header(meta, str(folder / "checkpoint.json"))
     items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
     vocab = ItemVocab(items=items["items"], counts=np.asarray(items["counts"], dtype=np.int64))
     model = TimeSequenceModel(config.model, meta["num_items"])

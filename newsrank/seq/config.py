@@ -27,6 +27,7 @@ class SeqDataConfig(SequenceConfig):
 
     split: Literal["reference", "leave_last_out"] = "reference"
     test_fraction: float = 0.2  # reference split: share of users (longest histories) held out (the reference code: the 192 longest)
+    median_gap_seconds: float | None = None  # the training sequences' median gap; null: measured by the trainer (eval_delta=constant feeds it)
 
 
 @dataclass
@@ -43,6 +44,9 @@ class SeqTrainConfig:
     eval_batch_size: int = 256  # test prefixes per batch
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    protocol: str = "default"  # the preset layered on configs/seq.yaml: default, or paper (configs/seq_paper.yaml)
+    test_prefixes_from_epoch: int = 0  # >= 1: from this epoch on the test users' growing prefixes join training (paper: 11); 0: never
+    eval_delta: Literal["real", "constant"] = "real"  # constant: every test gap replaced by the training median (what time buys)
 
 
 @dataclass
@@ -73,13 +77,36 @@ class SeqRunConfig:
             raise ConfigError(f"train.ks: cut-offs must be >= 1, got {t.ks}")
         if t.num_negatives < 1 or t.repeats < 1:
             raise ConfigError("train: num_negatives and repeats must be >= 1")
+        if t.test_prefixes_from_epoch < 0:
+            raise ConfigError(f"train.test_prefixes_from_epoch must be >= 0, got {t.test_prefixes_from_epoch}")
+        if t.protocol not in PROTOCOLS:
+            raise ConfigError(f"train.protocol: {t.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if self.data.median_gap_seconds is not None and self.data.median_gap_seconds < 0:
+            raise ConfigError(f"data.median_gap_seconds must be >= 0, got {self.data.median_gap_seconds}")
+
+
+#: presets: protocol name -> its packaged YAML layer (None: configs/seq.yaml alone)
+PROTOCOLS = {"default": None, "paper": "seq_paper.yaml"}
 
 
 def load_seq_config(cell: str, path: str | Path | None = None, overrides: list[str] | None = None) -> SeqRunConfig:
-    """Packaged ``configs/seq.yaml``, then ``path``, then ``overrides``; ``cell`` picks the model."""
+    """Packaged ``configs/seq.yaml``, then the protocol preset (``--set protocol=paper`` layers
+    ``configs/seq_paper.yaml``, wherever it stands among the overrides), then ``path``, then
+    ``overrides``; ``cell`` picks the model."""
+    overrides = list(overrides or [])
+    protocol = "default"
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() in ("protocol", "train.protocol"):
+            protocol = value.strip()
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--set protocol={protocol}: unknown protocol (known: {', '.join(PROTOCOLS)})")
     config = SeqRunConfig()
-    load_layers(config, CONFIG_DIR / "seq.yaml", path, [])
+    load_layers(config, CONFIG_DIR / "seq.yaml", None, [])
+    if PROTOCOLS[protocol] is not None:
+        load_layers(config, CONFIG_DIR / PROTOCOLS[protocol], None, [])
+    load_layers(config, None, path, [])
     config.model.cell = cell
-    apply_overrides(config, overrides or [])
+    apply_overrides(config, overrides)
     config.validate()
     return config

@@ -56,6 +56,11 @@ def _summarize(ranks: np.ndarray, ks: Iterable[int]) -> dict[str, float]:
     return out
 
 
+def summarize_ranks(ranks, ks: Iterable[int] = (10,)) -> dict[str, float]:
+    """Recall@K and MRR@K of ranks [N] (1 = best)."""
+    return _summarize(ranks, ks)
+
+
 def full_ranks(scores, targets, exclude_padding: bool = True, ties: Ties = "pessimistic") -> np.ndarray:
     """Rank (1 = best) of each row's target among all items, [N] int64 (see the module docstring
     for ties)."""
@@ -158,17 +163,57 @@ def sampled_metrics(
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    draws = sampled_rank_draws(scores, targets, num_negatives, repeats, rng, exclude_padding, ties)
+    return summarize_draws(draws, ks)
+
+
+def sampled_rank_draws(scores, targets, num_negatives: int, repeats: int, rng: np.random.Generator,
+                       exclude_padding: bool = True, ties: Ties = "pessimistic") -> np.ndarray:
+    """[repeats, N] ranks of each target against ``num_negatives`` uniform negatives, one row per
+    draw (all rows the full ranking when ``num_negatives`` covers every candidate)."""
+    scores = _as_numpy(scores)
+    targets = _as_numpy(targets)
     candidates = scores.shape[1] - (1 if exclude_padding else 0) - 1
     if num_negatives >= candidates:
-        full = _summarize(full_ranks(scores, targets, exclude_padding, ties), ks)
-        return {**full, **{f"{key}_std": 0.0 for key in full}}
-    runs = []
-    for _ in range(repeats):
-        negatives = sample_negatives(targets, scores.shape[1], num_negatives, rng, exclude_padding)
-        runs.append(_summarize(sampled_ranks(scores, targets, negatives, ties), ks))
+        return full_ranks(scores, targets, exclude_padding, ties)[None, :]
+    return np.stack([
+        sampled_ranks(scores, targets, sample_negatives(targets, scores.shape[1], num_negatives, rng, exclude_padding),
+                      ties)
+        for _ in range(repeats)
+    ])
+
+
+def summarize_draws(draws: np.ndarray, ks: Iterable[int]) -> dict[str, float]:
+    """Mean over draws (rows of ``draws`` [R, N]) of Recall@K / MRR@K, with ``"<metric>_std"`` the
+    standard deviation over draws."""
+    ks = tuple(ks)
+    runs = [_summarize(row, ks) for row in draws]
     out: dict[str, float] = {}
     for key in runs[0]:
         values = np.array([run[key] for run in runs])
         out[key] = float(values.mean())
         out[f"{key}_std"] = float(values.std())
+    return out
+
+
+#: target-gap buckets of ``by_gap`` metrics: (name, lower bound in seconds inclusive, upper exclusive)
+GAP_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("<1min", 0.0, 60.0),
+    ("1min-1h", 60.0, 3600.0),
+    ("1h-1d", 3600.0, 86400.0),
+    (">1d", 86400.0, float("inf")),
+)
+
+
+def by_gap(full: np.ndarray, draws: np.ndarray, gaps: np.ndarray, ks: Iterable[int]) -> dict[str, dict]:
+    """Recall@K / MRR@K per bucket of the gap to the target (:data:`GAP_BUCKETS`): for each bucket
+    ``{"count": n, "full": {...}, "sampled": {...}}`` from the full ranks [N], the sampled rank
+    draws [R, N] and the gaps in seconds [N]; an empty bucket has count 0 and NaN metrics."""
+    gaps = np.asarray(gaps, dtype=np.float64)
+    ks = tuple(ks)
+    out = {}
+    for name, low, high in GAP_BUCKETS:
+        inside = (gaps >= low) & (gaps < high)
+        out[name] = {"count": int(inside.sum()), "full": _summarize(full[inside], ks),
+                     "sampled": summarize_draws(draws[:, inside], ks)}
     return out

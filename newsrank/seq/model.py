@@ -14,7 +14,9 @@ Column 0 of the logits (the padding item) is always −inf: it is never predicte
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,10 +30,14 @@ class SeqModelConfig:
     embedding_dim: int = 128  # item embedding size E (the cell's input size)
     hidden: int = 128  # hidden / cell state size H (128 in the paper)
     dropout: float = 0.0  # on the item embeddings and on the hidden outputs (the paper uses none)
-    plstm_r_on: float = 0.05  # PLSTM: fixed open ratio r_on of each unit's period
-    plstm_leak: float = 1e-3  # PLSTM: leak α of closed units, in training mode only
-    plstm_period_min: float = 1.0  # PLSTM: periods init log-uniform in [min, max], in the units
-    plstm_period_max: float = 20.0  # of the scaled since_first (see cells.PhasedLSTMCell)
+    plstm_time: Literal["linear", "scaled"] = "linear"  # PLSTM clock: raw seconds since the first event, or the scaled since_first (the first version)
+    plstm_r_on: float = 0.05  # PLSTM: open ratio r_on of each unit's period (the initial value when learned)
+    plstm_learn_r_on: bool = False  # PLSTM: learn r_on per unit (Neil et al.'s option)
+    plstm_leak: float = 1e-3  # PLSTM: leak α of closed units
+    plstm_leak_at_eval: bool = True  # PLSTM: keep the leak at test time (the official Time-LSTM code does; Neil et al. do not)
+    plstm_period_min: float | None = None  # PLSTM: periods init log-uniform in [min, max], in the clock's units
+    plstm_period_max: float | None = None  # (seconds); None: chosen by the trainer from the training log's gaps
+    plstm_gap_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.9])  # which gap quantiles set [min, max]
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -45,23 +51,34 @@ class SeqModelConfig:
             raise ValueError(f"plstm_r_on must be in (0, 1], got {self.plstm_r_on}")
         if self.plstm_leak < 0.0:
             raise ValueError(f"plstm_leak must be >= 0, got {self.plstm_leak}")
-        if self.plstm_period_min <= 0.0:
-            raise ValueError(f"plstm_period_min must be > 0, got {self.plstm_period_min}")
-        if self.plstm_period_max < self.plstm_period_min:
-            raise ValueError(
-                f"plstm_period_max must be >= plstm_period_min ({self.plstm_period_min}), got {self.plstm_period_max}"
-            )
+        if self.plstm_time not in ("linear", "scaled"):
+            raise ValueError(f"plstm_time must be 'linear' or 'scaled', got {self.plstm_time!r}")
+        low, high = self.plstm_period_min, self.plstm_period_max
+        if (low is None) != (high is None):
+            raise ValueError("plstm_period_min and plstm_period_max are both set or both null (from the data)")
+        if low is not None and low <= 0.0:
+            raise ValueError(f"plstm_period_min must be > 0, got {low}")
+        if low is not None and high < low:
+            raise ValueError(f"plstm_period_max must be >= plstm_period_min ({low}), got {high}")
+        q = self.plstm_gap_quantiles
+        if len(q) != 2 or not 0.0 <= q[0] <= q[1] <= 1.0:
+            raise ValueError(f"plstm_gap_quantiles must be [low, high] with 0 <= low <= high <= 1, got {q}")
 
 
 def build_cell(config: SeqModelConfig) -> TimeCell:
     """The cell named by ``config.cell`` with input size E and hidden size H."""
     if config.cell == "plstm":
+        if config.plstm_period_min is None:
+            raise ValueError("PLSTM needs its period range: set plstm_period_min/max, or let the trainer choose "
+                             "them from the training log (newsrank.seq.train.resolve_time_scale)")
         return PhasedLSTMCell(
             config.embedding_dim,
             config.hidden,
             r_on=config.plstm_r_on,
             leak=config.plstm_leak,
             period_range=(config.plstm_period_min, config.plstm_period_max),
+            learn_r_on=config.plstm_learn_r_on,
+            leak_at_eval=config.plstm_leak_at_eval,
         )
     return CELLS[config.cell](config.embedding_dim, config.hidden)
 
@@ -83,15 +100,28 @@ class TimeSequenceModel(nn.Module):
         self.cell = build_cell(config)
         self.output = nn.Linear(config.hidden, num_items)
 
+    @property
+    def linear_clock(self) -> bool:
+        """True when the cell reads raw seconds (PLSTM on its linear clock) instead of since_first."""
+        return self.config.cell == "plstm" and self.config.plstm_time == "linear"
+
     def forward(
-        self, items: torch.Tensor, delta_next: torch.Tensor, since_first: torch.Tensor, mask: torch.Tensor
+        self, items: torch.Tensor, delta_next: torch.Tensor, since_first: torch.Tensor, mask: torch.Tensor,
+        seconds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden states [B, L, H] (zero at padded steps). items [B, L] long; delta_next,
-        since_first [B, L] float (scaled); mask [B, L] bool, True on real events."""
+        since_first [B, L] float (scaled); mask [B, L] bool, True on real events; seconds [B, L]
+        (float64: raw seconds since the row's first event), needed by PLSTM's linear clock."""
         batch, length = items.shape
         x = self.dropout(self.items(items))  # [B, L, E]
+        if self.linear_clock:
+            if seconds is None:
+                raise ValueError("PLSTM with plstm_time=linear reads `seconds` (raw seconds since the first event)")
+            clock = seconds  # [B, L], float64 (the phase is computed in float64)
+        else:
+            clock = since_first.to(x.dtype)  # [B, L]
         # the state-free part of every step at once, step-major so that p[s] is contiguous
-        p = self.cell.project_inputs(x, delta_next.to(x.dtype), since_first.to(x.dtype))  # [B, L, P]
+        p = self.cell.project_inputs(x, delta_next.to(x.dtype), clock)  # [B, L, P]
         p = p.transpose(0, 1).contiguous()  # [L, B, P]
         keep = mask.to(torch.bool).transpose(0, 1).unsqueeze(-1)  # [L, B, 1]
         state = self.cell.initial_state(batch, x.device, x.dtype)  # (h, c), each [B, H]

@@ -8,7 +8,8 @@
 2. events of items outside the vocabulary are dropped, so the interval of a dropped event folds
    into the next kept one (intervals are computed on the kept events' timestamps);
 3. each user's events are sorted by time (stable: equal times keep file order) and the most
-   recent ``max_length`` are kept; users with fewer than ``min_length`` kept events are dropped;
+   recent ``max_length`` are kept (``keep_events="first"``: the first ``max_length``, as the
+   official Time-LSTM code cuts); users with fewer than ``min_length`` kept events are dropped;
 4. intervals, on the kept events, in seconds then scaled by ``interval_scale``:
    ``delta_prev[t] = ts[t] - ts[t-1]`` (0 for the first), ``delta_next[t] = ts[t+1] - ts[t]`` (the
    time at which the next item is predicted; 0 for the last), ``since_first[t] = ts[t] - ts[0]``
@@ -35,14 +36,15 @@ PAD_TOKEN = "<pad>"
 @dataclass
 class SequenceConfig:
     """``max_items``: keep the top-V items by popularity (None: all). ``max_length``: keep each
-    user's most recent N events. ``min_length``: drop users with fewer kept events.
-    ``interval_scale``: how seconds are scaled for the model (``log1p``: ln(1 + s); ``hours``;
-    ``days``; ``none``: seconds as float)."""
+    user's most recent N events (``keep_events="first"``: the first N). ``min_length``: drop users
+    with fewer kept events. ``interval_scale``: how seconds are scaled for the model (``log1p``:
+    ln(1 + s); ``hours``; ``days``; ``none``: seconds as float)."""
 
     max_items: int | None = None
     max_length: int = 200
     min_length: int = 3
     interval_scale: IntervalScale = "log1p"
+    keep_events: Literal["last", "first"] = "last"
 
     def __post_init__(self) -> None:
         if self.max_items is not None and self.max_items < 1:
@@ -53,6 +55,8 @@ class SequenceConfig:
             raise ValueError(f"min_length must be >= 1, got {self.min_length}")
         if self.interval_scale not in ("log1p", "hours", "days", "none"):
             raise ValueError(f"unknown interval_scale {self.interval_scale!r}")
+        if self.keep_events not in ("last", "first"):
+            raise ValueError(f"keep_events must be 'last' or 'first', got {self.keep_events!r}")
 
 
 def scale_intervals(seconds: np.ndarray, scale: IntervalScale) -> np.ndarray:
@@ -155,8 +159,9 @@ def build_sequences(
     frame["order"] = np.arange(len(frame))
     frame = frame[frame["item"] != PAD]
     frame = frame.sort_values(["ucode", "timestamp", "order"], kind="mergesort")
-    from_end = frame.groupby("ucode", sort=False).cumcount(ascending=False).to_numpy()
-    frame = frame[from_end < config.max_length]
+    # position from the end (keep the most recent) or from the start (keep the first events)
+    rank = frame.groupby("ucode", sort=False).cumcount(ascending=config.keep_events == "first").to_numpy()
+    frame = frame[rank < config.max_length]
     lengths = frame.groupby("ucode", sort=False)["item"].transform("size").to_numpy()
     frame = frame[lengths >= config.min_length]
     if frame.empty:
@@ -194,6 +199,13 @@ def build_sequences(
         for a, b in zip(starts.tolist(), ends.tolist())
     ]
     return sequences, vocab
+
+
+def training_gaps(sequences: Sequence[UserSequence]) -> np.ndarray:
+    """Every gap between consecutive kept events of ``sequences``, in seconds (int64): the raw
+    Δt each training step predicts across. Empty when no sequence has two events."""
+    gaps = [np.diff(s.timestamps) for s in sequences if len(s) >= 2]
+    return np.concatenate(gaps) if gaps else np.zeros(0, dtype=np.int64)
 
 
 def pad_sequences(
