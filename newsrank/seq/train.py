@@ -10,7 +10,8 @@ is evaluated on the held-out targets (full and sampled ranking, :mod:`.evaluate`
 
 There is no validation split in the paper's protocol, so no checkpoint is *selected*: the model
 after the last epoch is kept (``RUN/model``) and its metrics written to ``RUN/metrics.json``;
-``RUN/log.jsonl`` has one line per epoch (loss, throughput, both metric sections) for curves.
+``RUN/log.jsonl`` has one line per epoch (loss, throughput, both metric sections, peak memory so
+far), drawn after every epoch into ``RUN/curves.png`` (when matplotlib is installed).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..core.runtime import json_ready, resolve_device, set_threads
+from ..core.plots import write_curves
+from ..core.runtime import json_ready, peak_rss_mib, resolve_device, set_threads
 from .batching import length_batches, to_tensors
 from .checkpoint import save_seq_checkpoint
 from .config import SeqRunConfig, SeqTrainConfig
@@ -75,6 +77,14 @@ def train_epoch(model: TimeSequenceModel, sequences: list[UserSequence], optimiz
             "train_seconds": seconds, "train_sequences_per_s": len(usable) / seconds if seconds else None}
 
 
+def write_seq_curves(out_dir: Path, history: list[dict], ks: list[int], title: str) -> None:
+    """``out_dir/curves.png``: train loss and Recall@K / MRR@K (full and sampled) per epoch."""
+    metrics = {f"{protocol} {name}@{k}": [r[protocol].get(f"{name}@{k}") for r in history]
+               for protocol in ("full", "sampled") for k in ks for name in ("recall", "mrr")}
+    write_curves(out_dir / "curves.png", [r["epoch"] for r in history], [r["train_loss"] for r in history],
+                 metrics, title)
+
+
 def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str | Path, format: str = "csv",
                     overwrite: bool = False, progress: bool = True) -> dict:
     """Read the log, build sequences and the split, train, evaluate after every epoch, write the
@@ -106,21 +116,25 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
     model = TimeSequenceModel(config.model, len(vocab)).to(device)
     optimizer = make_optimizer(model, tc)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("model", "metrics.json", "log.jsonl"):
+    for stale in ("model", "metrics.json", "log.jsonl", "curves.png"):
         target = out_dir / stale
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
     record: dict = {}
+    history: list[dict] = []
     for epoch in range(tc.epochs):
         record = {"epoch": epoch + 1, **train_epoch(model, split.train, optimizer, tc, rng, device, progress,
                                                    desc=f"epoch {epoch + 1}/{tc.epochs}")}
         started = time.perf_counter()
         record.update(evaluate_targets(model, split.test, tc, device))
         record["eval_seconds"] = time.perf_counter() - started
+        record["peak_rss_mib"] = peak_rss_mib()
         record = json_ready(record)
+        history.append(record)
         with open(out_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        write_seq_curves(out_dir, history, tc.ks, f"{config.model.cell}: {out_dir.name}")
         k = tc.ks[0]
         log.info("epoch %d: loss %.4f; full recall@%d %.4f mrr@%d %.4f; sampled recall@%d %.4f mrr@%d %.4f "
                  "(%.1f sequences/s)", epoch + 1, record["train_loss"], k, record["full"][f"recall@{k}"], k,
