@@ -25,8 +25,8 @@ categories (not in the training vocabulary) are one category, ``<unk>``.
 
 Vectorised: one ``impression_ranks`` sort (the metrics' own), then segment sums over the
 selected candidates (category counts with ``bincount``, vector sums with ``index_add_`` in chunks
-of impressions: ``sum over pairs of cos = (|sum of unit vectors|^2 - sum of their squared norms) / 2``,
-so no pairwise matrix is built).
+of impressions, as one sparse [impressions, N] x [N, D] product: ``sum over pairs of cos =
+(|sum of unit vectors|^2 - sum of their squared norms) / 2``, so no pairwise matrix is built).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .data.vocab import PAD
 from .metrics import impression_ranks
 
 DEFAULT_K = 10
-# Vector rows gathered per chunk (rows x dimension floats): FIM's news "vector" has ~9,000 dims.
+# Floats of the per-impression vector sums [impressions, D] per chunk: FIM's news "vector" has ~9,000 dims.
 _CHUNK_FLOATS = 1 << 24
 
 
@@ -74,25 +74,29 @@ def _js_divergence_base2(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.clip(kl(p) / 2 + kl(q) / 2, 0.0, 1.0)  # [I]; clip: rounding only
 
 
-def _vector_ild(news_vectors: torch.Tensor, rows: np.ndarray, owner: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def _vector_ild(news_vectors: torch.Tensor, rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """[I] 1 - mean pairwise cosine of the vectors of each impression's selected ``rows`` (flat,
-    grouped by impression: ``owner`` [S]); NaN where fewer than 2 are selected."""
-    vectors = news_vectors.reshape(len(news_vectors), -1)  # [N, D] (FIM: its flattened levels)
-    norms = torch.linalg.vector_norm(vectors.float(), dim=1)  # [N]
+    grouped by impression, ``sizes`` [I] of them each); NaN where fewer than 2 are selected."""
+    vectors = news_vectors.reshape(len(news_vectors), -1).float()  # [N, D] (FIM: its flattened levels)
+    norms = torch.linalg.vector_norm(vectors, dim=1)  # [N]
     inverse = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))  # zero vectors stay zero
     impressions = len(sizes)
-    pair_cos_sum = np.zeros(impressions)  # [I] 2 x sum over pairs of cos
     starts = np.concatenate([[0], np.cumsum(sizes)])  # [I + 1] CSR offsets of the selection
-    step = max(1, _CHUNK_FLOATS // max(1, vectors.shape[1]) // max(1, int(sizes.max(initial=1))))
+    rows_t = torch.as_tensor(rows, dtype=torch.long, device=vectors.device)  # [S]
+    weights = inverse[rows_t]  # [S] 1/|v| of each selected vector
+    # |sum of the unit vectors|^2 = sum over ordered pairs of cos + sum of |unit|^2 (1, or 0 for a zero vector)
+    pair_cos_sum = -np.bincount(np.repeat(np.arange(impressions), sizes), weights=(weights > 0).double().cpu().numpy(),
+                                minlength=impressions)  # [I], minus the diagonal
+    step = max(1, _CHUNK_FLOATS // max(1, vectors.shape[1]))  # impressions per chunk ([step, D] sums)
     for lo in range(0, impressions, step):  # impressions [lo, hi)
         hi = min(lo + step, impressions)
-        a, b = starts[lo], starts[hi]
-        picked = torch.as_tensor(rows[a:b], dtype=torch.long, device=vectors.device)  # [s]
-        unit = vectors.index_select(0, picked).float() * inverse[picked, None]  # [s, D]
-        local = torch.as_tensor(owner[a:b] - lo, dtype=torch.long, device=vectors.device)  # [s]
-        sums = torch.zeros(hi - lo, unit.shape[1], device=vectors.device).index_add_(0, local, unit)  # [i, D]
-        squared = torch.zeros(hi - lo, device=vectors.device).index_add_(0, local, (unit * unit).sum(1))  # [i]
-        pair_cos_sum[lo:hi] = ((sums * sums).sum(1) - squared).double().cpu().numpy()
+        a, b = int(starts[lo]), int(starts[hi])
+        # [i, N] sparse rows of 1/|v| at the selected news: one product sums each impression's unit vectors
+        local = torch.as_tensor(np.repeat(np.arange(hi - lo), sizes[lo:hi]), dtype=torch.long, device=vectors.device)
+        selection = torch.sparse_coo_tensor(torch.stack([local, rows_t[a:b]]), weights[a:b], (hi - lo, len(vectors)),
+                                            check_invariants=False)  # valid by construction
+        sums = torch.sparse.mm(selection, vectors)  # [i, D]
+        pair_cos_sum[lo:hi] += (sums * sums).sum(1).double().cpu().numpy()
     pairs = sizes * (sizes - 1)  # [I] ordered pairs
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(sizes >= 2, 1.0 - pair_cos_sum / pairs, np.nan)
@@ -140,14 +144,15 @@ def beyond_metrics(
         category_ild = 1.0 - same_pairs / (sizes * (sizes - 1))  # [I]
     if news_vectors is not None:
         vectors = torch.as_tensor(news_vectors)
-        result["ild"] = _mean(_vector_ild(vectors, rows, owner, sizes), has_pairs)
+        result["ild"] = _mean(_vector_ild(vectors, rows, sizes), has_pairs)
     else:
         result["ild"] = None
     result["ild_category"] = _mean(category_ild, has_pairs)
     result["ild_impressions"] = int(has_pairs.sum())
 
-    shown = np.unique(candidates)
-    result["coverage"] = float(len(np.unique(rows)) / len(shown)) if len(shown) else None
+    shown = np.count_nonzero(np.bincount(candidates))  # distinct candidates (bincount: no sort)
+    recommended = np.count_nonzero(np.bincount(rows))
+    result["coverage"] = float(recommended / shown) if shown else None
 
     if click_counts is not None:
         smoothed = np.asarray(click_counts, dtype=np.float64) + 1.0  # [N]

@@ -1,6 +1,6 @@
 """The ``newsrank`` command line: synth, train, evaluate, predict (news models on MIND-format
-data), convert (an event log into MIND-format folders) and seq train / seq evaluate / seq synth
-(time-aware next-item models on event logs).
+data), convert (an event log into MIND-format folders), seq train / seq evaluate / seq synth
+(time-aware next-item models on event logs) and report (runs compared).
 
 Scripts and benchmarks drive these commands, so their flags and outputs are a stable contract.
 Bad input ends with exit status 2 and one line on stderr naming what is wrong.
@@ -162,6 +162,15 @@ def _predict(args: argparse.Namespace) -> None:
         print(json.dumps({"impressions": len(behaviors), "prediction": str(args.out), "zip": str(archive)}))
 
 
+def _report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    command = "newsrank report " + " ".join(args.runs) + f" --out {args.out}"
+    if args.eval_file:
+        command += f" --eval-file {args.eval_file}"
+    print(json.dumps(write_report(args.runs, args.out, args.eval_file, command)))
+
+
 def _seq_train(args: argparse.Namespace) -> None:
     from .seq.config import load_seq_config
     from .seq.train import train_on_events
@@ -268,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_convert)
+
+    p = commands.add_parser("report", parents=[common],
+                            help="compare runs (news or sequence): DIR/report.md (one table) and DIR/compare.png")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `train` / `seq train`")
+    p.add_argument("--out", required=True, help="folder for report.md and compare.png")
+    p.add_argument("--eval-file", help="a `newsrank evaluate --out RUN/NAME` file name: where a run has it, its "
+                                       "metrics replace metrics.json's in the table")
+    p.set_defaults(func=_report)
 
     seq = commands.add_parser("seq", help="time-aware next-item models (LSTM, LSTM_T, PLSTM, Time-LSTM 1/2/3)")
     seq_commands = seq.add_subparsers(dest="seq_command", required=True)

@@ -87,7 +87,9 @@ def write_grouped_bars(path: str | Path, panels: Sequence[tuple[str, Sequence[st
     import matplotlib.pyplot as plt
 
     series = list(values)
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    groups = [max(len(names), 1.5) for _, names in panels]  # panel widths follow their number of groups
+    figure, axes = plt.subplots(1, len(panels), figsize=(min(16.0, 2.5 + 1.0 * sum(groups)), 4.2), squeeze=False,
+                                gridspec_kw={"width_ratios": groups})
     width = 0.8 / max(len(series), 1)
     colors = plt.get_cmap("tab10")
     for axis, (panel_title, names) in zip(axes[0], panels):
@@ -98,6 +100,7 @@ def write_grouped_bars(path: str | Path, panels: Sequence[tuple[str, Sequence[st
             shown = [(m, h) for m, h in shown if not math.isnan(h)]
             axis.bar([m + offset for m, _ in shown], [h for _, h in shown], width, label=name, color=colors(s % 10))
         axis.set_xticks(range(len(names)), names, rotation=20)
+        axis.set_xlim(-0.6, len(names) - 0.4)
         axis.set_title(panel_title)
         axis.grid(axis="y", alpha=0.3)
     from matplotlib.patches import Patch
