@@ -124,3 +124,17 @@ def test_curves_plot_gaps_for_undefined_metrics(tmp_path):
     pytest.importorskip("matplotlib")
     assert plots.write_curves(tmp_path / "c.png", [1, 2, 3], [0.9, 0.7, None], {"auc": [0.5, None, 0.6]})
     assert (tmp_path / "c.png").read_bytes().startswith(PNG)
+
+
+def test_evaluate_without_a_train_split_leaves_novelty_null(runs, synth_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(synth_dir / "dev", tmp_path / "alone" / "dev")  # no train/ beside it
+    out = tmp_path / "dev.json"
+    assert main(["evaluate", "--run", str(runs / "nrms-a"), "--data", str(tmp_path / "alone" / "dev"),
+                 "--out", str(out), "--beyond-k", "5", "-q"]) == 0
+    beyond = json.loads(out.read_text())["beyond"]
+    assert beyond["novelty"] is None and beyond["k"] == 5 and beyond["coverage"] > 0
+    assert main(["evaluate", "--run", str(runs / "nrms-a"), "--data", str(tmp_path / "alone" / "dev"),
+                 "--train-data", str(synth_dir / "train"), "--out", str(out), "-q"]) == 0
+    assert json.loads(out.read_text())["beyond"]["novelty"] > 0
