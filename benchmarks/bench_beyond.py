@@ -1,6 +1,7 @@
 """What the beyond-accuracy metrics cost next to the evaluation they are part of.
 
-    python benchmarks/bench_beyond.py --data ../shared/data/mlsmall_mind --models nrms naml dkn fim --threads 1
+    python benchmarks/bench_beyond.py --data ../shared/data/mlsmall_mind --models nrms naml dkn --threads 1
+    python benchmarks/bench_beyond.py --data ../shared/data/mlsmall_mind --models fim --dev-impressions 1000
 
 Per model (packaged config, untrained: speed does not depend on the weights; random
 ``--word-dim`` word vectors): the best of ``--repeat`` wall times of ``evaluate`` on the whole dev
@@ -35,12 +36,12 @@ def best_time(call, repeat: int) -> float:
     return min(times)
 
 
-def measure(name: str, data: Path, word_dim: int, repeat: int) -> dict:
+def measure(name: str, data: Path, word_dim: int, repeat: int, dev_impressions: int | None = None) -> dict:
     from newsrank.beyond import beyond_metrics, train_click_counts
     from newsrank.data.batching import NewsFeatures
     from newsrank.evaluate import encode_all_news, eval_mode, evaluate, score_behaviors
 
-    run = setup(name, data, word_dim)
+    run = setup(name, data, word_dim, dev_impressions)
     model, table, behaviors = run.model, run.dev_table, run.dev_behaviors
     batch = run.config.train.eval_batch_size
     counts = train_click_counts(run.train_table, run.train_behaviors, table)  # once per run, in the trainer
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--word-dim", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dev-impressions", type=int, help="the first N dev impressions only (FIM: ~30 ms each)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -74,7 +76,7 @@ def main() -> None:
           "| beyond_metrics s | beyond / evaluate |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        r = measure(name, args.data, args.word_dim, args.repeat)
+        r = measure(name, args.data, args.word_dim, args.repeat, args.dev_impressions)
         print(f"| {name} | {r['impressions']} | {r['candidates']} | {r['dim']} | {r['plain']:.2f} | {r['full']:.2f} "
               f"| {r['alone']:.3f} | {100 * r['alone'] / r['plain']:.1f}% |", flush=True)
     print(f"\ncommit {commit()}; machine: {machine()}; torch threads {args.threads}; best of {args.repeat}; "
