@@ -35,7 +35,7 @@ from .core.checkpoint import read_weights
 from .core.distributed import World, join, leave
 from .beyond import train_click_counts
 from .core.plots import write_curves
-from .core.runtime import json_ready, peak_rss_mib, resolve_device, seed_everything, set_threads
+from .core.runtime import code_commit, json_ready, peak_rss_mib, resolve_device, seed_everything, set_threads
 from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
 from .data.embeddings import load_pretrained
@@ -110,6 +110,7 @@ def train(
     if tc.epoch_batches is not None and tc.epoch_batches < 1:
         raise ValueError(f"train.epoch_batches must be >= 1 or null, got {tc.epoch_batches}")
     set_threads(tc.threads)
+    code_commit()  # asked now, at the start, so that checkpoints name the code this process loaded
     world = join(resolve_device(tc.device))
     try:
         return _train(config, data_dir, out_dir, resume, progress, world)

@@ -63,7 +63,9 @@ def peak_rss_mib() -> float | None:
 def code_commit() -> str | None:
     """The git commit of the newsrank source that is running (``<hash>`` or ``<hash>-dirty`` when
     tracked files were changed), or None when it is not a git checkout (an installed wheel) or git
-    is missing. Asked once per process: checkpoints record it, ``newsrank report`` shows it."""
+    is missing. Cached from the first call, which the trainers make when they start (the code they
+    loaded, not what the checkout holds by the time they save); checkpoints record it and
+    ``newsrank report`` shows it."""
     import subprocess
     from pathlib import Path
 

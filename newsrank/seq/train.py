@@ -29,7 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from ..core.plots import write_curves
-from ..core.runtime import json_ready, peak_rss_mib, resolve_device, set_threads
+from ..core.runtime import code_commit, json_ready, peak_rss_mib, resolve_device, set_threads
 from .batching import length_batches, to_tensors
 from .checkpoint import save_seq_checkpoint
 from .config import SeqRunConfig, SeqTrainConfig
@@ -94,6 +94,7 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
         raise ValueError(f"{out_dir} already holds a run: pass --overwrite to replace it")
     tc = config.train
     set_threads(tc.threads)
+    code_commit()  # asked now, at the start, so that the checkpoint names the code this process loaded
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
