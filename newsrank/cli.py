@@ -1,6 +1,7 @@
 """The ``newsrank`` command line: synth, train, evaluate, predict (news models on MIND-format
 data), serve (a trained run over HTTP, ``newsrank[serve]``), convert (an event log into MIND-format
-folders) and seq train / seq evaluate / seq synth (time-aware next-item models on event logs).
+folders), seq train / seq evaluate / seq synth (time-aware next-item models on event logs) and
+report (runs compared).
 
 Scripts and benchmarks drive these commands, so their flags and outputs are a stable contract.
 Bad input ends with exit status 2 and one line on stderr naming what is wrong.
@@ -120,16 +121,35 @@ def _load_for_data(run: str, split_dir: str):
     return checkpoint, table, behaviors, world
 
 
+def _train_click_counts(args: argparse.Namespace, checkpoint, table):
+    """Training clicks per news row of ``table`` for novelty: from ``--train-data``, else from the
+    ``train/`` folder beside the evaluated split (MIND's layout), else None (novelty is then null)."""
+    from .beyond import train_click_counts
+    from .data.dataset import load_split
+
+    split = Path(args.data).resolve()
+    train_dir = Path(args.train_data) if args.train_data else split.parent / "train"
+    if not args.train_data and (train_dir == split or not (train_dir / "behaviors.tsv").is_file()):
+        log.info("no train split beside %s (pass --train-data DIR): beyond.novelty is null", args.data)
+        return None
+    train_table, train_behaviors = load_split(train_dir, checkpoint.vocabs, checkpoint.config.data)
+    return train_click_counts(train_table, train_behaviors, table)
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from .core.atomic import atomic_write_text
     from .core.distributed import leave
     from .evaluate import evaluate
     from .core.runtime import autocast, json_ready
 
+    if args.beyond_k < 1:
+        raise CliError(f"--beyond-k must be >= 1, got {args.beyond_k}")
     checkpoint, table, behaviors, world = _load_for_data(args.run, args.data)
+    click_counts = _train_click_counts(args, checkpoint, table)
     with autocast(world.device, checkpoint.config.train.amp):
         metrics = json_ready(evaluate(checkpoint.model, table, behaviors, checkpoint.config.train.eval_batch_size,
-                                      world.device, progress=not args.quiet and world.is_main, world=world))
+                                      world.device, progress=not args.quiet and world.is_main, world=world,
+                                      click_counts=click_counts, beyond_k=args.beyond_k))
     leave(world)
     if world.is_main:
         atomic_write_text(args.out, json.dumps(metrics, indent=2))
@@ -149,6 +169,15 @@ def _predict(args: argparse.Namespace) -> None:
     if world.is_main:
         archive = write_prediction(args.out, behaviors, scores)
         print(json.dumps({"impressions": len(behaviors), "prediction": str(args.out), "zip": str(archive)}))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    command = "newsrank report " + " ".join(args.runs) + f" --out {args.out}"
+    if args.eval_file:
+        command += f" --eval-file {args.eval_file}"
+    print(json.dumps(write_report(args.runs, args.out, args.eval_file, command)))
 
 
 def _seq_train(args: argparse.Namespace) -> None:
@@ -252,10 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
                                               "GPU); the same as torchrun --nproc_per_node N -m newsrank train ...")
     p.set_defaults(func=_train)
 
-    p = commands.add_parser("evaluate", parents=[common], help="AUC, MRR, nDCG@5, nDCG@10 of a run on a labelled split")
+    p = commands.add_parser("evaluate", parents=[common], help="AUC, MRR, nDCG@5, nDCG@10 of a run on a labelled split, "
+                                                               "and beyond-accuracy metrics (under `beyond`)")
     _add_run_argument(p)
     p.add_argument("--data", required=True, help="split folder with news.tsv and behaviors.tsv")
     p.add_argument("--out", required=True, help="JSON file for the metrics")
+    p.add_argument("--train-data", help="training split folder whose clicks give novelty's popularity "
+                                        "(default: train/ beside --data, when there)")
+    p.add_argument("--beyond-k", type=int, default=10, help="top-k of the beyond-accuracy metrics (default 10)")
     p.set_defaults(func=_evaluate)
 
     p = commands.add_parser("predict", parents=[common], help="rank every impression; write the MIND leaderboard file")
@@ -292,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_convert)
+
+    p = commands.add_parser("report", parents=[common],
+                            help="compare runs (news or sequence): DIR/report.md (one table) and DIR/compare.png")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `train` / `seq train`")
+    p.add_argument("--out", required=True, help="folder for report.md and compare.png")
+    p.add_argument("--eval-file", help="a `newsrank evaluate --out RUN/NAME` file name: where a run has it, its "
+                                       "metrics replace metrics.json's in the table")
+    p.set_defaults(func=_report)
 
     seq = commands.add_parser("seq", help="time-aware next-item models (LSTM, LSTM_T, PLSTM, Time-LSTM 1/2/3)")
     seq_commands = seq.add_subparsers(dest="seq_command", required=True)

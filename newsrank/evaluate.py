@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .beyond import DEFAULT_K, beyond_metrics
 from .core.atomic import atomic_file
 from .core.distributed import World
 from .data.batching import NewsFeatures, UserInputs
@@ -94,17 +95,20 @@ def score_behaviors(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    news_vectors: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Scores [T] of every candidate of every impression (aligned with ``behaviors.candidates``).
 
     ``batch_size`` counts news when encoding the news table, then impressions per batch; for a
     candidate-aware model it counts candidates (whole impressions, at least one, per batch), since
-    its cost grows with the candidates rather than with the users.
+    its cost grows with the candidates rather than with the users. ``news_vectors``: the
+    ``encode_all_news`` output when the caller already has it (evaluation reuses it for diversity).
     """
     with eval_mode(model):
         news = NewsFeatures.from_table(table, device)
         # Every news item once, unless its vector depends on the user (then per impression batch).
-        news_vectors = None if model.user_conditioned_news else encode_all_news(model, news, batch_size)  # [N, D]
+        if news_vectors is None and not model.user_conditioned_news:
+            news_vectors = encode_all_news(model, news, batch_size)  # [N, D]
         # What the user side reads of each clicked news alone (NRMS: Q/K/V), once per news item.
         feature_table = None if news_vectors is None else model.history_features(news_vectors)  # [N, F] or None
         offsets = np.asarray(behaviors.offsets)
@@ -200,12 +204,13 @@ def score_sharded(
     world: World,
     batch_size: int = 1024,
     progress: bool = False,
+    news_vectors: torch.Tensor | None = None,
 ) -> np.ndarray:
     """``score_behaviors`` split over the processes of ``world``: each rank scores a contiguous share
     of the impressions, and every rank gets all the scores back, in order (a world of one just
     scores them all)."""
     lo, hi = world.shard(len(behaviors))
-    mine = score_behaviors(model, table, behaviors.slice(lo, hi), batch_size, world.device, progress)
+    mine = score_behaviors(model, table, behaviors.slice(lo, hi), batch_size, world.device, progress, news_vectors)
     return np.concatenate(world.gather(mine))
 
 
@@ -217,16 +222,34 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = False,
     world: World | None = None,
+    click_counts: np.ndarray | None = None,
+    beyond_k: int | None = DEFAULT_K,
 ) -> dict:
     """AUC, MRR, nDCG@5, nDCG@10 per impression, averaged (see :mod:`newsrank.metrics`); with a
-    ``world`` of several processes, scored in shards (every rank returns the same metrics)."""
+    ``world`` of several processes, scored in shards (every rank returns the same metrics).
+
+    Unless ``beyond_k`` is None, ``"beyond"`` holds the beyond-accuracy metrics of every
+    impression's top ``beyond_k`` (:mod:`newsrank.beyond`), from the same scores and the news
+    vectors scoring used; novelty needs ``click_counts`` ([N] training clicks per row of ``table``,
+    ``beyond.train_click_counts``) and is None without them; vector diversity is None for a model
+    whose news vectors depend on the user (NPA)."""
     if not behaviors.labelled:
         raise ValueError("this behaviors file has no labels: use `newsrank predict` to rank it")
+    news_vectors = None
+    if beyond_k is not None and not model.user_conditioned_news:
+        with eval_mode(model):  # encoded once, for scoring and for diversity
+            news_vectors = encode_all_news(model, NewsFeatures.from_table(table, device), batch_size)  # [N, D]
     if world is not None and world.distributed:
-        scores = score_sharded(model, table, behaviors, world, batch_size, progress)
+        scores = score_sharded(model, table, behaviors, world, batch_size, progress, news_vectors)
     else:
-        scores = score_behaviors(model, table, behaviors, batch_size, device, progress)
-    return impression_metrics(scores, np.asarray(behaviors.labels), np.asarray(behaviors.offsets))
+        scores = score_behaviors(model, table, behaviors, batch_size, device, progress, news_vectors)
+    offsets = np.asarray(behaviors.offsets)
+    metrics = impression_metrics(scores, np.asarray(behaviors.labels), offsets)
+    if beyond_k is not None:
+        metrics["beyond"] = beyond_metrics(scores, offsets, np.asarray(behaviors.candidates),
+                                           np.asarray(behaviors.history), table.category, click_counts,
+                                           news_vectors, beyond_k)
+    return metrics
 
 
 def write_prediction(path: str | Path, behaviors: Behaviors, scores: np.ndarray) -> Path:

@@ -5,9 +5,11 @@ them (the click is class 0), Adam; then a fast evaluation on dev. ``RUN/`` recei
 
     best/          checkpoint with the best dev ``select_metric`` so far (what evaluate/predict use)
     last/          checkpoint after the latest epoch, with optimizer state (what --resume uses)
-    log.jsonl      one JSON line per epoch: loss, throughput, dev metrics
+    log.jsonl      one JSON line per epoch: loss, throughput, dev metrics (with ``beyond``, the
+                   beyond-accuracy metrics), peak memory of the process so far
     metrics.json   dev metrics of the kept (best) checkpoint
     config.yaml    the resolved configuration of the run
+    curves.png     train loss and dev metrics per epoch (when matplotlib is installed)
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from .checkpoint import load_trainer_state, read_meta, save_checkpoint
 from .config import RunConfig
 from .core.checkpoint import read_weights
 from .core.distributed import World, join, leave
-from .core.runtime import autocast, json_ready, resolve_device, seed_everything, set_threads
+from .beyond import train_click_counts
+from .core.plots import write_curves
+from .core.runtime import autocast, code_commit, json_ready, peak_rss_mib, resolve_device, seed_everything, set_threads
 from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
 from .data.embeddings import load_pretrained
@@ -42,6 +46,13 @@ from .models import ModelContext, NewsRecModel, model_class
 log = logging.getLogger("newsrank")
 
 METRIC_KEYS = ("auc", "mrr", "ndcg@5", "ndcg@10", "impressions")
+CURVE_KEYS = ("auc", "mrr", "ndcg@5", "ndcg@10")  # the dev metrics drawn in curves.png
+
+
+def write_news_curves(out_dir: Path, history: list[dict], title: str) -> None:
+    """``out_dir/curves.png`` from the epochs' log records (nothing without matplotlib)."""
+    write_curves(out_dir / "curves.png", [r["epoch"] for r in history], [r["train_loss"] for r in history],
+                 {k: [r["dev"].get(k) for r in history] for k in CURVE_KEYS}, title)
 
 
 def split_dirs(data_dir: str | Path) -> tuple[Path, Path]:
@@ -99,6 +110,7 @@ def train(
     if tc.epoch_batches is not None and tc.epoch_batches < 1:
         raise ValueError(f"train.epoch_batches must be >= 1 or null, got {tc.epoch_batches}")
     set_threads(tc.threads)
+    code_commit()  # asked now, at the start, so that checkpoints name the code this process loaded
     world = join(resolve_device(tc.device))
     try:
         return _train(config, data_dir, out_dir, resume, progress, world)
@@ -149,6 +161,7 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
     if sampler.dropped:
         log.warning("%d clicks have no non-click in their impression and are not trained on", sampler.dropped)
     train_news = NewsFeatures.from_table(train_table, device)
+    dev_click_counts = train_click_counts(train_table, train_behaviors, dev_table)  # [N_dev] novelty's popularity
     if main:
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
@@ -172,7 +185,7 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
             log_path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
         log.info("resuming after epoch %d", start_epoch)
     elif main:
-        for stale in ("best", "last", "metrics.json", "log.jsonl"):  # --overwrite: start clean
+        for stale in ("best", "last", "metrics.json", "log.jsonl", "curves.png"):  # --overwrite: start clean
             target = out_dir / stale
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
@@ -203,7 +216,8 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
 
         started = time.perf_counter()
         with autocast(device, tc.amp):
-            metrics = evaluate(model, dev_table, dev_behaviors, tc.eval_batch_size, device, progress, world)
+            metrics = evaluate(model, dev_table, dev_behaviors, tc.eval_batch_size, device, progress, world,
+                               click_counts=dev_click_counts)
         eval_seconds = time.perf_counter() - started
         record = {
             "epoch": epoch + 1,
@@ -214,11 +228,13 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
             "dev": json_ready(metrics),
             "eval_seconds": eval_seconds,
             "eval_impressions_per_s": metrics["impressions"] / eval_seconds if eval_seconds else None,
+            "peak_rss_mib": peak_rss_mib(),  # this process's, so far (rank 0's under torchrun)
         }
         history.append(record)
         if main:
             with open(log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            write_news_curves(out_dir, history, f"{config.model_name}: {out_dir.name}")
         log.info("epoch %d: loss %.4f, dev auc %.4f mrr %.4f ndcg@5 %.4f ndcg@10 %.4f (%.0f samples/s, %.0f imp/s)",
                  epoch + 1, record["train_loss"], metrics["auc"], metrics["mrr"], metrics["ndcg@5"],
                  metrics["ndcg@10"], record["train_samples_per_s"] or 0, record["eval_impressions_per_s"] or 0)
@@ -230,8 +246,8 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
             best_epoch, best_metrics = epoch + 1, metrics
             if main:
                 save_checkpoint(out_dir / "best", model, config, vocabs, epoch + 1, json_ready(metrics))
-                kept = json_ready({k: metrics[k] for k in METRIC_KEYS}) | {"epoch": epoch + 1,
-                                                                            "select_metric": tc.select_metric}
+                kept = json_ready({k: metrics[k] for k in (*METRIC_KEYS, "beyond")}) | {
+                    "epoch": epoch + 1, "select_metric": tc.select_metric}
                 (out_dir / "metrics.json").write_text(json.dumps(kept, indent=2), encoding="utf-8")
         if main:
             save_checkpoint(out_dir / "last", model, config, vocabs, epoch + 1, json_ready(metrics), optimizer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -42,7 +43,9 @@ def test_two_processes_train_resume_and_evaluate_like_one(synth_dir, tmp_path, c
     sets = [x for item in TINY_OVERRIDES["nrms"] + ["threads=1"] for x in ("--set", item)]
     assert main(["train", "--model", "nrms", "--data", str(synth_dir), "--out", str(run), "--epochs", "1",
                  "--nproc", "2", "-q", *sets]) == 0
-    assert sorted(p.name for p in run.iterdir()) == ["best", "config.yaml", "last", "log.jsonl", "metrics.json"]
+    curves = ["curves.png"] if importlib.util.find_spec("matplotlib") else []  # the `plot` extra
+    assert sorted(p.name for p in run.iterdir()) == ["best", "config.yaml", *curves, "last", "log.jsonl",
+                                                     "metrics.json"]
     meta = json.loads((run / "last" / "checkpoint.json").read_text())
     assert meta["processes"] == 2
     assert main(["train", "--model", "nrms", "--data", str(synth_dir), "--out", str(run), "--epochs", "2",
@@ -57,6 +60,8 @@ def test_two_processes_train_resume_and_evaluate_like_one(synth_dir, tmp_path, c
     kept = json.loads((run / "metrics.json").read_text())
     for key in ("auc", "mrr", "ndcg@5", "ndcg@10"):
         np.testing.assert_allclose(single[key], kept[key], rtol=1e-6)
+    for key in ("ild", "ild_category", "coverage", "novelty", "calibration_js"):  # sharded scores, same beyond
+        np.testing.assert_allclose(single["beyond"][key], kept["beyond"][key], rtol=1e-5)
 
 
 def test_nproc_must_be_positive(tmp_path, capsys):

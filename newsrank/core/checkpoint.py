@@ -4,7 +4,9 @@ A checkpoint is a folder of JSON and safetensors only (nothing pickled, so loadi
 elsewhere cannot run code). Its ``checkpoint.json`` starts with the same header whatever the
 model: ``format`` (which loader reads it), ``format_version``, ``kind`` (``news`` or ``seq``),
 the full run ``config``, the ``vocab_digest`` of the vocabularies it was trained with (when it has
-them), the versions of newsrank and torch, and the time it was written; the rest is the loader's.
+them), the versions of newsrank and torch, the git ``commit`` of the code that wrote it (null outside
+a git checkout; absent in checkpoints written before it was recorded), and the time it was written;
+the rest is the loader's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
+from .runtime import code_commit
 
 HEADER_FILE = "checkpoint.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -26,7 +29,7 @@ def checkpoint_header(format: str, version: int, kind: str, config: dict, vocab_
                       **fields) -> dict:
     """The header every ``checkpoint.json`` starts with, plus the loader's own ``fields``."""
     header = {"format": format, "format_version": version, "kind": kind, "newsrank_version": __version__,
-              "torch_version": torch.__version__, "config": config}
+              "torch_version": torch.__version__, "commit": code_commit(), "config": config}
     if vocab_digest is not None:
         header["vocab_digest"] = vocab_digest
     header["saved_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

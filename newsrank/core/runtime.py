@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 
@@ -51,3 +52,37 @@ def json_ready(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where the platform cannot say).
+
+    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS; it never decreases, so a value logged
+    per epoch is the peak up to the end of that epoch."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str | None:
+    """The git commit of the newsrank source that is running (``<hash>`` or ``<hash>-dirty`` when
+    tracked files were changed), or None when it is not a git checkout (an installed wheel) or git
+    is missing. Cached from the first call, which the trainers make when they start (the code they
+    loaded, not what the checkout holds by the time they save); checkpoints record it and
+    ``newsrank report`` shows it."""
+    import subprocess
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12", "--match", "no-tags-wanted"],
+                             cwd=source, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

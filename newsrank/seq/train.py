@@ -22,9 +22,10 @@ official code (which grows them from the epoch after F; ours is the issue's "fro
 
 There is no validation split in the paper's protocol, so no checkpoint is *selected*: the model
 after the last epoch is kept (``RUN/model``) and its metrics written to ``RUN/metrics.json``;
-``RUN/log.jsonl`` has one line per epoch (loss, throughput, the metric sections) for curves;
-``RUN/last`` is the latest epoch with the optimizer and RNG states, which ``--resume`` continues
-(a resumed run trains exactly as an uninterrupted one).
+``RUN/log.jsonl`` has one line per epoch (loss, throughput, the metric sections, peak memory so
+far), drawn after every epoch into ``RUN/curves.png`` (when matplotlib is installed); ``RUN/last``
+is the latest epoch with the optimizer and RNG states, which ``--resume`` continues (a resumed run
+trains exactly as an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ import yaml
 from tqdm import tqdm
 
 from ..core.checkpoint import read_weights
-from ..core.runtime import json_ready, resolve_device, set_threads
+from ..core.plots import write_curves
+from ..core.runtime import code_commit, json_ready, peak_rss_mib, resolve_device, set_threads
 from .batching import length_batches, to_tensors
 from .checkpoint import config_from_header, load_trainer_state, read_seq_header, save_seq_checkpoint
 from .config import SeqRunConfig, SeqTrainConfig
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 #: the first version's PLSTM period range, on its scaled (log1p) clock
 SCALED_PERIOD_RANGE = (1.0, 20.0)
-RUN_FILES = ("model", "last", "metrics.json", "log.jsonl")
+RUN_FILES = ("model", "last", "metrics.json", "log.jsonl", "curves.png")
 
 
 def resolve_time_scale(config: SeqRunConfig, train: list[UserSequence]) -> list[str]:
@@ -137,6 +139,12 @@ def train_epoch(model: TimeSequenceModel, sequences: list[UserSequence], optimiz
             "train_seconds": seconds, "train_sequences_per_s": len(usable) / seconds if seconds else None}
 
 
+def write_seq_curves(out_dir: Path, history: list[dict], ks: list[int], title: str) -> None:
+    """``out_dir/curves.png``: train loss and Recall@K / MRR@K (full and sampled) per epoch."""
+    metrics = {f"{protocol} {name}@{k}": [r[protocol].get(f"{name}@{k}") for r in history]
+               for protocol in ("full", "sampled") for k in ks for name in ("recall", "mrr")}
+    write_curves(out_dir / "curves.png", [r["epoch"] for r in history], [r["train_loss"] for r in history],
+                 metrics, title)
 
 
 def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str | Path, format: str = "csv",
@@ -165,6 +173,7 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
         config.data, config.model = saved.data, saved.model
     tc = config.train
     set_threads(tc.threads)
+    code_commit()  # asked now, at the start, so that the checkpoint names the code this process loaded
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -213,6 +222,7 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
     record: dict = {}
+    history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()] if resuming else []
     for epoch in range(start_epoch, tc.epochs):
         joined = joining_test_prefixes(split.test, epoch + 1, tc)
         record = {"epoch": epoch + 1, **train_epoch(model, split.train + joined, optimizer, tc, rng, device,
@@ -221,10 +231,13 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
         started = time.perf_counter()
         record.update(evaluate_targets(model, split.test, tc, device, config))
         record["eval_seconds"] = time.perf_counter() - started
+        record["peak_rss_mib"] = peak_rss_mib()
         record = json_ready(record)
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         save_seq_checkpoint(last_dir, model, config, vocab, epoch + 1, record, optimizer, rng)
+        history.append(record)
+        write_seq_curves(out_dir, history, tc.ks, f"{config.model.cell}: {out_dir.name}")
         k = tc.ks[0]
         log.info("epoch %d: loss %.4f; full recall@%d %.4f mrr@%d %.4f; sampled recall@%d %.4f mrr@%d %.4f "
                  "(%.1f sequences/s)", epoch + 1, record["train_loss"], k, record["full"][f"recall@{k}"], k,
