@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from .config import RunConfig, config_from_dict
 from .core.atomic import atomic_folder
-from .core.checkpoint import checkpoint_header, read_header, read_weights, write_checkpoint_files
+from .core.checkpoint import checkpoint_header, read_header, read_weights, save_trainer_state, write_checkpoint_files
 from .data.vocab import Vocabularies
 from .models import ModelContext, NewsRecModel, model_class
 
@@ -58,38 +57,7 @@ def save_checkpoint(
         write_checkpoint_files(tmp, header, model)
         (tmp / "vocab.json").write_text(json.dumps(vocabs.to_json(), ensure_ascii=False), encoding="utf-8")
         if optimizer is not None:
-            _save_trainer_state(tmp, optimizer)
-
-
-def _save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer) -> None:
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-    scalars: dict[str, dict] = {}
-    for param_id, param_state in state["state"].items():
-        for name, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{param_id}.{name}"] = value.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(param_id), {})[name] = value
-    save_file(tensors, str(folder / "trainer.safetensors"))
-    payload = {"param_groups": state["param_groups"], "scalars": scalars}
-    (folder / "trainer.json").write_text(json.dumps(payload), encoding="utf-8")
-
-
-def load_trainer_state(folder: str | Path, optimizer: torch.optim.Optimizer) -> None:
-    """Restore optimizer moments and the torch RNG saved by :func:`save_checkpoint`."""
-    folder = Path(folder)
-    tensors = load_file(str(folder / "trainer.safetensors"))
-    payload = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("state."):
-            _, param_id, name = key.split(".", 2)
-            state.setdefault(int(param_id), {})[name] = value
-    for param_id, values in payload["scalars"].items():
-        state.setdefault(int(param_id), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": payload["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+            save_trainer_state(tmp, optimizer)
 
 
 def read_meta(folder: str | Path) -> dict:

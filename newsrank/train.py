@@ -29,9 +29,9 @@ from torch.nn.parallel import DistributedDataParallel
 import yaml
 from tqdm import tqdm
 
-from .checkpoint import load_trainer_state, read_meta, save_checkpoint
+from .checkpoint import read_meta, save_checkpoint
 from .config import RunConfig
-from .core.checkpoint import read_weights
+from .core.checkpoint import load_trainer_state, read_weights
 from .core.distributed import World, join, leave
 from .beyond import train_click_counts
 from .core.plots import write_curves

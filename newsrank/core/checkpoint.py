@@ -15,6 +15,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -63,3 +64,45 @@ def read_header(folder: str | Path, format: str, version: int, what: str) -> dic
 
 def read_weights(folder: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     return load_file(str(Path(folder) / WEIGHTS_FILE), device=str(device))
+
+
+TRAINER_TENSORS, TRAINER_JSON = "trainer.safetensors", "trainer.json"
+
+
+def save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, rng: np.random.Generator | None = None) -> None:
+    """What resuming needs besides the weights: the optimizer state (tensors in safetensors, the
+    rest in JSON), the torch RNG and, given, a NumPy generator's state. No pickle."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    scalars: dict[str, dict] = {}
+    for param_id, param_state in state["state"].items():
+        for name, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{param_id}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(param_id), {})[name] = value
+    save_file(tensors, str(folder / TRAINER_TENSORS))
+    payload = {"param_groups": state["param_groups"], "scalars": scalars,
+               "numpy_rng": rng.bit_generator.state if rng is not None else None}
+    (folder / TRAINER_JSON).write_text(json.dumps(payload), encoding="utf-8")
+
+
+def load_trainer_state(folder: str | Path, optimizer: torch.optim.Optimizer,
+                       rng: np.random.Generator | None = None) -> None:
+    """Restore the optimizer state, the torch RNG and (given) the NumPy generator's state."""
+    folder = Path(folder)
+    if not (folder / TRAINER_JSON).is_file():
+        raise ValueError(f"{folder}: no trainer state ({TRAINER_JSON}); only RUN/last can be resumed")
+    tensors = load_file(str(folder / TRAINER_TENSORS))
+    payload = json.loads((folder / TRAINER_JSON).read_text(encoding="utf-8"))
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, param_id, name = key.split(".", 2)
+            state.setdefault(int(param_id), {})[name] = value
+    for param_id, values in payload["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": payload["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    if rng is not None and payload.get("numpy_rng") is not None:
+        rng.bit_generator.state = payload["numpy_rng"]

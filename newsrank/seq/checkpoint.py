@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..core.atomic import atomic_folder
-from ..core.checkpoint import checkpoint_header, read_header, read_weights, write_checkpoint_files
+from ..core.checkpoint import checkpoint_header, read_header, read_weights, save_trainer_state, write_checkpoint_files
 from ..core.config import update_sections
 from .config import SeqRunConfig
 from .model import TimeSequenceModel
@@ -24,7 +23,6 @@ from .sequences import ItemVocab
 
 CHECKPOINT_FORMAT = "newsrank-seq-checkpoint"
 CHECKPOINT_VERSION = 1
-TRAINER_TENSORS, TRAINER_JSON = "trainer.safetensors", "trainer.json"
 
 
 def save_seq_checkpoint(folder: Path, model: TimeSequenceModel, config: SeqRunConfig, vocab: ItemVocab,
@@ -39,44 +37,9 @@ def save_seq_checkpoint(folder: Path, model: TimeSequenceModel, config: SeqRunCo
         (tmp / "items.json").write_text(json.dumps({"items": vocab.items, "counts": vocab.counts.tolist()},
                                                    ensure_ascii=False), encoding="utf-8")
         if optimizer is not None:
-            _save_trainer_state(tmp, optimizer, rng)
+            save_trainer_state(tmp, optimizer, rng)
 
 
-def _save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, rng: np.random.Generator | None) -> None:
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-    scalars: dict[str, dict] = {}
-    for param_id, param_state in state["state"].items():
-        for name, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{param_id}.{name}"] = value.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(param_id), {})[name] = value
-    save_file(tensors, str(folder / TRAINER_TENSORS))
-    payload = {"param_groups": state["param_groups"], "scalars": scalars,
-               "numpy_rng": rng.bit_generator.state if rng is not None else None}
-    (folder / TRAINER_JSON).write_text(json.dumps(payload), encoding="utf-8")
-
-
-def load_trainer_state(folder: str | Path, optimizer: torch.optim.Optimizer,
-                       rng: np.random.Generator | None = None) -> None:
-    """Restore the optimizer state, the torch RNG and (given) the NumPy generator's state."""
-    folder = Path(folder)
-    if not (folder / TRAINER_JSON).is_file():
-        raise ValueError(f"{folder}: no trainer state ({TRAINER_JSON}); only RUN/last can be resumed")
-    tensors = load_file(str(folder / TRAINER_TENSORS))
-    payload = json.loads((folder / TRAINER_JSON).read_text(encoding="utf-8"))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("state."):
-            _, param_id, name = key.split(".", 2)
-            state.setdefault(int(param_id), {})[name] = value
-    for param_id, values in payload["scalars"].items():
-        state.setdefault(int(param_id), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": payload["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    if rng is not None and payload.get("numpy_rng") is not None:
-        rng.bit_generator.state = payload["numpy_rng"]
 
 
 def read_seq_header(folder: str | Path) -> dict:

@@ -44,11 +44,11 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..core.checkpoint import read_weights
+from ..core.checkpoint import load_trainer_state, read_weights
 from ..core.plots import write_curves
 from ..core.runtime import code_commit, json_ready, peak_rss_mib, resolve_device, set_threads
 from .batching import length_batches, to_tensors
-from .checkpoint import config_from_header, load_trainer_state, read_seq_header, save_seq_checkpoint
+from .checkpoint import config_from_header, read_seq_header, save_seq_checkpoint
 from .config import SeqRunConfig, SeqTrainConfig
 from .evaluate import evaluate_targets
 from .events import read_events_with_report
