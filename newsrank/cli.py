@@ -118,6 +118,8 @@ def _load_for_data(run: str, split_dir: str):
     world = join(resolve_device(checkpoint.config.train.device))  # a world of one unless torchrun started us
     checkpoint.model.to(world.device)
     table, behaviors = load_split(split_dir, checkpoint.vocabs, checkpoint.config.data)
+    from .data.plm import attach_plm
+    attach_plm(table, split_dir, checkpoint.config.model)  # PLM title vectors when the model reads them
     return checkpoint, table, behaviors, world
 
 

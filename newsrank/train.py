@@ -39,6 +39,7 @@ from .core.runtime import autocast, code_commit, json_ready, peak_rss_mib, resol
 from .data.batching import NewsFeatures, TrainSampler
 from .data.dataset import load_split, load_vocabularies
 from .data.embeddings import load_pretrained
+from .data.plm import attach_plm
 from .data.entities import CONTEXT_FILE, ENTITY_FILE, load_entity_vectors
 from .evaluate import evaluate
 from .models import ModelContext, NewsRecModel, model_class
@@ -143,6 +144,8 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
             config.model.word_dim = coverage.dim  # the word dimension is the vectors'
     train_table, train_behaviors = load_split(train_dir, vocabs, config.data)
     dev_table, dev_behaviors = load_split(dev_dir, vocabs, config.data)
+    for table, split in ((train_table, train_dir), (dev_table, dev_dir)):
+        attach_plm(table, split, config.model)  # frozen PLM title vectors when model.news_encoder is plm
     log.info("train: %d news, %d impressions; dev: %d news, %d impressions",
              len(train_table) - 1, len(train_behaviors), len(dev_table) - 1, len(dev_behaviors))
 

@@ -33,13 +33,16 @@ class NewsFeatures:
     # [N, Lt] long entity index of each title word (PAD where none); None when built without it.
     # ``take`` cuts it to its own width (never wider than the title's): pad it to the title's to align.
     title_word_entities: torch.Tensor | None = None
+    # [N, P] float frozen PLM title vectors (``NewsTable.plm``); None unless news_encoder=plm
+    plm: torch.Tensor | None = None
 
     @classmethod
     def from_table(cls, table: NewsTable, device: torch.device | str = "cpu") -> "NewsFeatures":
+        plm = None if table.plm is None else torch.as_tensor(np.asarray(table.plm, dtype=np.float32), device=device)
         return cls(**{
             f.name: torch.as_tensor(np.array(getattr(table, f.name), dtype=np.int64), device=device)
-            for f in fields(cls)
-        })
+            for f in fields(cls) if f.name != "plm"
+        }, plm=plm)
 
     def __len__(self) -> int:
         return self.title.shape[0]
@@ -57,7 +60,7 @@ class NewsFeatures:
                 out[f.name] = None
                 continue
             value = value[rows]
-            if value.dim() == 2:
+            if value.dim() == 2 and not value.is_floating_point():  # token columns; PLM vectors stay whole
                 used = (value != PAD).any(dim=0).nonzero()
                 width = int(used.max()) + 1 if len(used) else 1
                 value = value[:, :width]

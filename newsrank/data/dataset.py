@@ -49,6 +49,9 @@ class NewsTable:
     # [N, title_len] int32 entity index of each title word (aligned with ``title``; PAD where the word
     # is no entity mention): DKN's word-entity alignment, from the title entities' OccurrenceOffsets
     title_word_entities: np.ndarray
+    # [N, P] float32 frozen PLM title vectors (newsrank.data.plm.attach_plm), only for models with
+    # news_encoder=plm; never part of the preprocessing cache
+    plm: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.news_ids)
@@ -296,6 +299,8 @@ def _save_arrays(folder: Path, news: NewsTable, behaviors: Behaviors) -> None:
         strings = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
+            if f.name == "plm":  # attached after loading, cached on its own
+                continue
             if isinstance(value, np.ndarray):
                 np.save(folder / f"{prefix}.{f.name}.npy", value)
             else:
@@ -308,7 +313,7 @@ def _load_arrays(folder: Path) -> tuple[NewsTable, Behaviors]:
     for prefix, cls in (("news", NewsTable), ("behaviors", Behaviors)):
         values = json.loads((folder / f"{prefix}.json").read_text(encoding="utf-8"))
         for f in dataclasses.fields(cls):
-            if f.name not in values:
+            if f.name not in values and f.default is dataclasses.MISSING:
                 values[f.name] = np.load(folder / f"{prefix}.{f.name}.npy", mmap_mode="r")
         loaded.append(cls(**values))
     return loaded[0], loaded[1]

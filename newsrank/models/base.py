@@ -90,6 +90,27 @@ def adapt_entity_dim(config, context: ModelContext, field: str = "entity_dim") -
     return [f"{field} = {getattr(config, field)} (the entity vectors' dimension)"]
 
 
+def adapt_plm_dim(config, table=None) -> list[str]:
+    """For ``adapt_config`` of a model with ``news_encoder: plm``: set ``config.plm_dim`` to the size of
+    the table's PLM vectors (``newsrank.data.plm.attach_plm`` gave the table them)."""
+    if getattr(config, "news_encoder", None) != "plm" or table is None:
+        return []
+    if table.plm is None:
+        raise ValueError("news_encoder=plm, but the news table has no PLM vectors (newsrank.data.plm.attach_plm)")
+    if config.plm_dim == table.plm.shape[1]:
+        return []
+    config.plm_dim = int(table.plm.shape[1])
+    return [f"plm_dim = {config.plm_dim} (the PLM vectors' size)"]
+
+
+def plm_vectors(news: NewsFeatures) -> torch.Tensor:
+    """[N, P] the news items' frozen PLM title vectors, or a clear error when the data has none."""
+    if news.plm is None:
+        raise ValueError("news_encoder=plm, but these news features carry no PLM vectors: load the split "
+                         "through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
+    return news.plm
+
+
 class NewsRecModel(nn.Module):
     """Base class: subclasses implement ``encode_news`` and either ``encode_user`` (cacheable) or,
     with ``candidate_aware = True``, ``score_candidates``."""

@@ -7,6 +7,10 @@ News encoder, four views of a news item, each a vector of ``filters`` dims:
 - category view: category embedding -> dense + ReLU;
 - subcategory view: subcategory embedding -> dense + ReLU.
 
+With ``news_encoder: plm`` the title view is a frozen pretrained language model's pooled title
+vector (``newsrank.data.plm``, cached once per news item) -> dropout -> dense + ReLU; the body view
+stays on words.
+
 An additive attention over the four view vectors pools them into the news vector.
 User encoder: additive attention over the clicked-news vectors.
 Score: dot product of user and candidate vectors. Padding is masked at every attention, so an
@@ -27,7 +31,8 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, TextCNN
-from .base import ModelContext, NewsRecModel, word_embedding
+from ..data.plm import DEFAULT_PLM
+from .base import ModelContext, NewsRecModel, adapt_plm_dim, plm_vectors, word_embedding
 
 
 @dataclass
@@ -38,6 +43,11 @@ class NAMLConfig:
     attention_hidden: int = 200  # hidden size of every additive attention (words, views, clicks)
     category_dim: int = 100  # category and subcategory embedding size
     dropout: float = 0.2  # on word embeddings and on CNN outputs
+    news_encoder: str = "words"  # title view: "words" (word vectors + CNN) or "plm" (frozen PLM title vector)
+    plm: str = DEFAULT_PLM  # news_encoder=plm: a packaged PLM's name or a transformers model folder
+    plm_title_len: int = 32  # news_encoder=plm: PLM tokens kept per title
+    plm_dim: int = 384  # news_encoder=plm: the PLM vectors' size (set from the data)
+    plm_digest: str = ""  # news_encoder=plm: hash of the PLM's files the model was trained on (set from the data)
 
 
 class TextView(nn.Module):
@@ -69,15 +79,34 @@ class CategoryView(nn.Module):
         return torch.relu(self.dense(self.embedding(index)))
 
 
+class PLMView(nn.Module):
+    """The title view with ``news_encoder: plm``: frozen PLM vector -> dropout -> dense + ReLU."""
+
+    def __init__(self, config: NAMLConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.dense = nn.Linear(config.plm_dim, config.filters)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        # vectors: [N, plm_dim] -> [N, filters]
+        return torch.relu(self.dense(self.dropout(vectors)))
+
+
 class NAML(NewsRecModel):
     config_class = NAMLConfig
 
+    @classmethod
+    def adapt_config(cls, config: NAMLConfig, context: ModelContext, table=None) -> list[str]:
+        return adapt_plm_dim(config, table)
+
     def __init__(self, config: NAMLConfig, context: ModelContext):
         super().__init__()
+        if config.news_encoder not in ("words", "plm"):
+            raise ValueError(f"model.news_encoder must be 'words' or 'plm', got {config.news_encoder!r}")
         self.config = config
         self.words = word_embedding(context, config.word_dim)
         dim = self.words.embedding_dim
-        self.title_view = TextView(dim, config)
+        self.title_view = PLMView(config) if config.news_encoder == "plm" else TextView(dim, config)
         self.body_view = TextView(dim, config)
         self.category_view = CategoryView(len(context.vocabs.categories), config)
         self.subcategory_view = CategoryView(len(context.vocabs.subcategories), config)
@@ -92,7 +121,8 @@ class NAML(NewsRecModel):
         body_mask = news.abstract != PAD  # [N, La]
         views = torch.stack(
             [
-                self.title_view(self.words(news.title), title_mask),  # [N, filters]
+                self.title_view(plm_vectors(news)) if self.config.news_encoder == "plm"
+                else self.title_view(self.words(news.title), title_mask),  # [N, filters]
                 self.body_view(self.words(news.abstract), body_mask),  # [N, filters]
                 self.category_view(news.category),  # [N, filters]
                 self.subcategory_view(news.subcategory),  # [N, filters]

@@ -7,6 +7,10 @@ self-attention's Q/K/V projections read each news vector alone, so they are comp
 item (``history_features``), not once per history slot.
 Score: dot product of user and candidate vectors. Padding is masked at every attention.
 
+With ``news_encoder: plm`` the title view is a frozen pretrained language model's pooled title
+vector (``newsrank.data.plm``, cached once per news item) -> dropout -> linear -> tanh into the
+same heads x head_dim news vector; the user encoder is unchanged.
+
 Defaults follow Microsoft Recommenders' ``nrms.yaml`` (20 heads x 20, attention hidden 200,
 dropout 0.2); the word dimension is that of the pretrained vectors when some are given.
 """
@@ -21,7 +25,8 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, MultiHeadSelfAttention
-from .base import ModelContext, NewsRecModel, word_embedding
+from ..data.plm import DEFAULT_PLM
+from .base import ModelContext, NewsRecModel, adapt_plm_dim, plm_vectors, word_embedding
 
 
 @dataclass
@@ -31,24 +36,40 @@ class NRMSConfig:
     head_dim: int = 20  # size of each head; news vectors have heads * head_dim dims
     attention_hidden: int = 200  # hidden size of the additive attention pooling
     dropout: float = 0.2  # on word embeddings and on self-attention outputs
+    news_encoder: str = "words"  # "words" (word embeddings, e.g. GloVe, + self-attention) or "plm" (frozen PLM)
+    plm: str = DEFAULT_PLM  # news_encoder=plm: a packaged PLM's name or a transformers model folder
+    plm_title_len: int = 32  # news_encoder=plm: PLM tokens kept per title
+    plm_dim: int = 384  # news_encoder=plm: the PLM vectors' size (set from the data)
+    plm_digest: str = ""  # news_encoder=plm: hash of the PLM's files the model was trained on (set from the data)
 
 
 class NRMS(NewsRecModel):
     config_class = NRMSConfig
     needs_history_vectors = False  # its user side reads the clicks' Q/K/V only
 
+    @classmethod
+    def adapt_config(cls, config: NRMSConfig, context: ModelContext, table=None) -> list[str]:
+        return adapt_plm_dim(config, table)
+
     def __init__(self, config: NRMSConfig, context: ModelContext):
         super().__init__()
+        if config.news_encoder not in ("words", "plm"):
+            raise ValueError(f"model.news_encoder must be 'words' or 'plm', got {config.news_encoder!r}")
         self.config = config
-        self.words = word_embedding(context, config.word_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.title_attention = MultiHeadSelfAttention(self.words.embedding_dim, config.heads, config.head_dim)
-        dim = self.title_attention.out_dim
-        self.title_pool = AdditiveAttention(dim, config.attention_hidden)
+        dim = config.heads * config.head_dim
+        if config.news_encoder == "plm":
+            self.plm_projection = nn.Linear(config.plm_dim, dim)
+        else:
+            self.words = word_embedding(context, config.word_dim)
+            self.title_attention = MultiHeadSelfAttention(self.words.embedding_dim, config.heads, config.head_dim)
+            self.title_pool = AdditiveAttention(dim, config.attention_hidden)
         self.click_attention = MultiHeadSelfAttention(dim, config.heads, config.head_dim)
         self.click_pool = AdditiveAttention(dim, config.attention_hidden)
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.news_encoder == "plm":
+            return torch.tanh(self.plm_projection(self.dropout(plm_vectors(news))))  # [N, heads * head_dim]
         mask = news.title != PAD  # [N, L]
         x = self.dropout(self.words(news.title))  # [N, L, word_dim]
         x = self.dropout(self.title_attention(x, mask))  # [N, L, heads * head_dim]

@@ -365,6 +365,8 @@ def load_engine(run: str | Path, news_path: str | Path, behaviors_path: str | Pa
     start = time.perf_counter()
     folder = resolve_run(run)
     checkpoint = load_checkpoint(folder)
+    if getattr(checkpoint.config.model, "news_encoder", None) == "plm":  # its news table needs PLM vectors
+        raise ValueError(f"{folder}: serving a news_encoder=plm model is not supported yet (evaluate/predict are)")
     engine = Engine(checkpoint, read_news(news_path), candidate_pool=candidate_pool, run=folder)
     if behaviors_path is not None:
         engine.load_users(behaviors_path)
