@@ -201,20 +201,30 @@ class Engine:
                 self._npa_pools.popitem(last=False)
         return vectors, None
 
-    def user_inputs(self, pool: Pool, history_rows: list[int], user: int) -> tuple[UserInputs, torch.Tensor]:
-        """(UserInputs of one user [1, H], the [N, D] news vectors that user reads). The history
-        keeps the most recent ``history_len`` clicks, as preprocessing does; an empty history is
-        one padding slot, as in the evaluator."""
+    def batch_inputs(self, pool: Pool, histories: list[list[int]], users: list[int], vectors: torch.Tensor,
+                     feature_table: torch.Tensor | None) -> UserInputs:
+        """UserInputs [B, W] of several users, read against ``vectors`` [N, D] (and their history
+        features [N, F], when the model has them). Each history keeps its most recent
+        ``history_len`` clicks, as preprocessing does, left-padded to the longest; an empty history
+        is padding only, as in the evaluator (padding is masked everywhere, so each user's vector
+        is the one it gets alone)."""
         keep = self.config.data.history_len
-        history_rows = history_rows[-keep:] if keep else []
-        history = torch.tensor([history_rows or [PAD]], dtype=torch.long)  # [1, H]
-        vectors, feature_table = self._reader_vectors(pool, user)
-        features = None if feature_table is None else feature_table[history]  # [1, H, F]
+        recent = [rows[-keep:] if keep else [] for rows in histories]
+        width = max(1, max(len(rows) for rows in recent))
+        history = torch.zeros(len(recent), width, dtype=torch.long)  # [B, W] left-padded with PAD
+        for b, rows in enumerate(recent):
+            if rows:
+                history[b, width - len(rows):] = torch.tensor(rows)
+        features = None if feature_table is None else feature_table[history]  # [B, W, F]
         history_vectors = None
         if features is None or self.model.needs_history_vectors or self.model.candidate_aware:
-            history_vectors = vectors[history]  # [1, H, D]
-        inputs = UserInputs(history, history != PAD, history_vectors, torch.tensor([user]), pool.features, features)
-        return inputs, vectors
+            history_vectors = vectors[history]  # [B, W, D]
+        return UserInputs(history, history != PAD, history_vectors, torch.tensor(users), pool.features, features)
+
+    def user_inputs(self, pool: Pool, history_rows: list[int], user: int) -> tuple[UserInputs, torch.Tensor]:
+        """(UserInputs of one user [1, H], the [N, D] news vectors that user reads)."""
+        vectors, feature_table = self._reader_vectors(pool, user)
+        return self.batch_inputs(pool, [history_rows], [user], vectors, feature_table), vectors
 
     def _score(self, inputs: UserInputs, vectors: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """[R] scores of news ``rows`` [R] for the user of ``inputs``."""
@@ -278,7 +288,6 @@ class Engine:
         pool = self.pool
         out: list = [None] * len(requests)
         histories, candidates, owners = [], [], []
-        keep = self.config.data.history_len
         for i, request in enumerate(requests):
             try:
                 rows = self.rows(pool, request.history, request.skip_unknown)
@@ -292,16 +301,8 @@ class Engine:
             owners.append(i)
         if not owners:
             return out
-        width = max(1, max(len(h[-keep:]) if keep else 0 for h in histories))
-        history = torch.zeros(len(owners), width, dtype=torch.long)  # [B, W] left-padded with PAD
-        for b, rows in enumerate(histories):
-            recent = rows[-keep:] if keep and rows else []
-            if recent:
-                history[b, width - len(recent):] = torch.tensor(recent)
-        users = torch.tensor([self.user_index(requests[i].user) for i in owners])  # [B]
-        features = None if pool.history_table is None else pool.history_table[history]  # [B, W, F]
-        history_vectors = pool.vectors[history] if features is None or self.model.needs_history_vectors else None
-        inputs = UserInputs(history, history != PAD, history_vectors, users, pool.features, features)
+        users = [self.user_index(requests[i].user) for i in owners]
+        inputs = self.batch_inputs(pool, histories, users, pool.vectors, pool.history_table)
         user_vectors = self.model.encode_user(inputs)  # [B, D]
 
         for b, i in enumerate(owners):  # given candidates: the dot-product scorer per request
