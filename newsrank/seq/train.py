@@ -203,7 +203,7 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
     optimizer = make_optimizer(model, tc)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "log.jsonl"
-    start_epoch = 0
+    start_epoch, history = 0, []  # history: the epochs' log records (curves.png draws them all)
     if resuming:
         saved_items = json.loads((last_dir / "items.json").read_text(encoding="utf-8"))["items"]
         if saved_items != vocab.items:
@@ -214,6 +214,7 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
         # epochs logged after the last checkpoint (a crash in between) are trained again
         lines = log_path.read_text(encoding="utf-8").splitlines()[:start_epoch] if log_path.is_file() else []
         log_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        history = [json.loads(line) for line in lines]
         log.info("resuming after epoch %d", start_epoch)
     else:
         for stale in RUN_FILES:
@@ -222,7 +223,6 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
 
     record: dict = {}
-    history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()] if resuming else []
     for epoch in range(start_epoch, tc.epochs):
         joined = joining_test_prefixes(split.test, epoch + 1, tc)
         record = {"epoch": epoch + 1, **train_epoch(model, split.train + joined, optimizer, tc, rng, device,
@@ -244,8 +244,7 @@ def train_on_events(config: SeqRunConfig, events_path: str | Path, out_dir: str 
                  record["full"][f"mrr@{k}"], k, record["sampled"][f"recall@{k}"], k,
                  record["sampled"][f"mrr@{k}"], record["train_sequences_per_s"] or 0)
     if not record:  # resumed a run that had trained every epoch already: report it as it stands
-        lines = log_path.read_text(encoding="utf-8").splitlines() if log_path.is_file() else []
-        record = json.loads(lines[-1]) if lines else {"train_sequences_per_s": None}
+        record = dict(history[-1]) if history else {"train_sequences_per_s": None}
         record.update(json_ready(evaluate_targets(model, split.test, tc, device, config)))
 
     metrics = {"model": config.model.cell, "epoch": tc.epochs, "split": config.data.split,
