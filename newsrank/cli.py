@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from .core.malloc import reuse_freed_memory
+
+    reuse_freed_memory()  # batches' large tensors reused instead of page-faulted anew (~25% of evaluation)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

@@ -79,6 +79,17 @@ def test_scores_ignore_history_and_title_padding(built, name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_news_encoded_in_length_groups_equal_each_encoded_alone(built, name):
+    model, _, (table, _), _ = built[name]
+    news = NewsFeatures.from_table(table)
+    rows = torch.arange(len(news))
+    users = torch.ones(len(rows), dtype=torch.long)
+    grouped = model.encode_news_rows(news, rows, max_batch=7, users=users)
+    alone = torch.cat([model.encode_news(news.take(rows[i : i + 1]), users[i : i + 1]) for i in range(len(rows))])
+    torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_scores_do_not_depend_on_batch_order(built, name):
     model, _, (table, behaviors), _ = built[name]
     news = NewsFeatures.from_table(table)

@@ -11,6 +11,7 @@ import torch
 
 from newsrank.core.atomic import atomic_folder, atomic_write_text
 from newsrank.core.checkpoint import checkpoint_header, read_header, write_checkpoint_files
+from newsrank.core.malloc import reuse_freed_memory
 from newsrank.core.runtime import json_ready
 
 
@@ -85,3 +86,13 @@ def test_atomic_file_streams_and_keeps_the_old_file_on_failure(tmp_path):
             raise RuntimeError("crash midway")
     assert path.read_bytes() == b"ababab"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+
+def test_allocator_tuning_is_on_for_glibc_unless_opted_out(monkeypatch):
+    monkeypatch.setenv("NEWSRANK_MALLOC", "default")
+    assert reuse_freed_memory.__wrapped__() is False  # the opt-out leaves the allocator alone
+    monkeypatch.delenv("NEWSRANK_MALLOC")
+    import platform
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert reuse_freed_memory.__wrapped__() is True
