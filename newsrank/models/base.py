@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..data.batching import NewsFeatures, TrainBatch, UserInputs
+from ..data.plm import DEFAULT_PLM
 from ..data.vocab import PAD, Vocabularies
 
 
@@ -90,16 +91,38 @@ def adapt_entity_dim(config, context: ModelContext, field: str = "entity_dim") -
     return [f"{field} = {getattr(config, field)} (the entity vectors' dimension)"]
 
 
+@dataclass
+class PLMOptions:
+    """The ``news_encoder: plm`` settings every model with a pooled title view shares (its config
+    dataclass derives from this, so they come first in its fields)."""
+
+    news_encoder: str = "words"  # title view: "words" (the model's word tower) or "plm" (a pretrained LM, newsrank[plm])
+    plm: str = DEFAULT_PLM  # news_encoder=plm: a packaged PLM's name or a transformers model folder
+    plm_title_len: int = 32  # news_encoder=plm: PLM tokens kept per title
+    plm_tune_last: int = 0  # news_encoder=plm: 0 = frozen PLM vectors; N = the top N PLM layers trained with the model
+    plm_state_dtype: str = "float32"  # plm_tune_last > 0: cached lower-layer token states, float32 or float16 (half the memory)
+    plm_dim: int = 384  # news_encoder=plm: the PLM vectors' size (set from the data)
+    plm_digest: str = ""  # news_encoder=plm: hash of the PLM's files the model was trained on (set from the data)
+
+
+def check_news_encoder(config) -> None:
+    if config.news_encoder not in ("words", "plm"):
+        raise ValueError(f"model.news_encoder must be 'words' or 'plm', got {config.news_encoder!r}")
+    if config.plm_tune_last < 0:
+        raise ValueError(f"model.plm_tune_last must be >= 0 (0 = frozen), got {config.plm_tune_last}")
+
+
 def adapt_plm_dim(config, table=None) -> list[str]:
     """For ``adapt_config`` of a model with ``news_encoder: plm``: set ``config.plm_dim`` to the size of
-    the table's PLM vectors (``newsrank.data.plm.attach_plm`` gave the table them)."""
+    the table's PLM vectors or token states (``newsrank.data.plm.attach_plm`` gave the table them)."""
     if getattr(config, "news_encoder", None) != "plm" or table is None:
         return []
-    if table.plm is None:
-        raise ValueError("news_encoder=plm, but the news table has no PLM vectors (newsrank.data.plm.attach_plm)")
-    if config.plm_dim == table.plm.shape[1]:
+    inputs = table.plm_states if getattr(config, "plm_tune_last", 0) else table.plm
+    if inputs is None:
+        raise ValueError("news_encoder=plm, but the news table has no PLM inputs (newsrank.data.plm.attach_plm)")
+    if config.plm_dim == inputs.shape[1]:
         return []
-    config.plm_dim = int(table.plm.shape[1])
+    config.plm_dim = int(inputs.shape[1])
     return [f"plm_dim = {config.plm_dim} (the PLM vectors' size)"]
 
 
@@ -109,6 +132,34 @@ def plm_vectors(news: NewsFeatures) -> torch.Tensor:
         raise ValueError("news_encoder=plm, but these news features carry no PLM vectors: load the split "
                          "through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
     return news.plm
+
+
+class PLMTitle(nn.Module):
+    """The pooled PLM title vector [N, plm_dim] of ``news_encoder: plm``.
+
+    Frozen (``plm_tune_last: 0``): the cached vectors, no parameters. ``plm_tune_last: N``: copies of
+    the PLM's top N layers (parameters of the model, saved in its checkpoint) run over the cached
+    token states of the layers below, then the same mean pooling and normalisation; gradients reach
+    these layers only, the cached states are data."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.tune_last = config.plm_tune_last
+        if self.tune_last:
+            from ..data.plm import tuned_layers
+
+            self.layers = tuned_layers(config.plm, self.tune_last)
+
+    def forward(self, news: NewsFeatures) -> torch.Tensor:
+        if not self.tune_last:
+            return plm_vectors(news)  # [N, P]
+        if news.plm_tokens is None:
+            raise ValueError("plm_tune_last > 0, but these news features carry no PLM token states: load the "
+                             "split through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
+        from ..data.plm import run_top_layers
+
+        states, mask = news.plm_tokens.padded()  # [N, W, P], [N, W]
+        return run_top_layers(self.layers, states, mask)  # [N, P]
 
 
 class NewsRecModel(nn.Module):
