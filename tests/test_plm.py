@@ -83,8 +83,11 @@ def test_title_vectors_are_cached(synth_dir, monkeypatch):
         plm.plm_title_vectors(ids, synth_dir / "train", plm.DEFAULT_PLM, max_len=8)
 
 
+PLM_MODELS = ["nrms", "naml", "lstur", "gru", "npa"]
+
+
 @needs_extra
-@pytest.mark.parametrize("name", ["nrms", "naml"])
+@pytest.mark.parametrize("name", PLM_MODELS)
 def test_frozen_plm_model_trains_and_round_trips(synth_dir, tmp_path, no_network, name):
     run = tmp_path / "run"
     settings = [arg for item in TINY_OVERRIDES[name] + PLM_SETTINGS for arg in ("--set", item)]
@@ -94,8 +97,10 @@ def test_frozen_plm_model_trains_and_round_trips(synth_dir, tmp_path, no_network
     checkpoint = load_checkpoint(run / "best")
     config = checkpoint.config.model
     assert (config.news_encoder, config.plm_dim, len(config.plm_digest)) == ("plm", 384, 16)
-    if name == "nrms":
+    if name in ("nrms", "lstur", "gru", "npa"):
         assert not hasattr(checkpoint.model, "words")  # no word tower in plm mode
+    if name == "npa":
+        assert not checkpoint.model.user_conditioned_news  # a pooled vector has no words to personalise
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--run", str(run), "--data", str(synth_dir / "dev"), "--out", str(out), "-q"]) == 0
     evaluated = json.loads(out.read_text())
@@ -189,7 +194,7 @@ def test_tune_last_is_checked_and_states_are_cached(tiny_plm, monkeypatch):
 
 
 @needs_transformers
-@pytest.mark.parametrize("name", ["nrms", "naml"])
+@pytest.mark.parametrize("name", PLM_MODELS)
 def test_gradients_reach_the_tuned_layers_only(synth_dir, tiny_plm, name):
     import torch
     import torch.nn.functional as F
@@ -239,3 +244,20 @@ def test_tune_last_trains_and_round_trips(synth_dir, tmp_path, tiny_plm):
     evaluated = json.loads(out.read_text())
     for key in ("auc", "mrr", "ndcg@10"):
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dkn", "fim", "fum"])
+def test_token_level_models_refuse_plm(synth_dir, tmp_path, name, capsys):
+    for setting in ("news_encoder=plm", "model.plm_tune_last=1"):
+        assert main(["train", "--model", name, "--data", str(synth_dir), "--out", str(tmp_path / "run"), "-q",
+                     "--set", setting]) == 2
+        assert f"news_encoder=plm is not supported by {name}" in capsys.readouterr().err
+
+
+def test_plm_keys_are_the_plm_options():
+    import dataclasses
+
+    from newsrank.config import PLM_KEYS
+    from newsrank.models.base import PLMOptions
+
+    assert PLM_KEYS == tuple(f.name for f in dataclasses.fields(PLMOptions))
