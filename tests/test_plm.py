@@ -261,3 +261,51 @@ def test_plm_keys_are_the_plm_options():
     from newsrank.models.base import PLMOptions
 
     assert PLM_KEYS == tuple(f.name for f in dataclasses.fields(PLMOptions))
+
+
+@needs_transformers
+@pytest.mark.parametrize("tune_last", [0, 1])
+@pytest.mark.parametrize("name", ["nrms", "npa"])
+def test_serve_ranks_plm_models_like_predict(synth_dir, tmp_path, tiny_plm, name, tune_last):
+    """`newsrank serve` attaches the PLM inputs to its pool as evaluate does: given candidates get
+    the evaluator's scores; a posted news item with a known title gets that title's vector."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from newsrank.data.dataset import load_split
+    from newsrank.data.mind import read_behaviors, read_news
+    from newsrank.evaluate import score_behaviors
+    from newsrank.serve.app import create_app
+    from newsrank.serve.engine import load_engine
+
+    run = tmp_path / "run"
+    settings = [arg for item in TINY_OVERRIDES[name] + PLM_SETTINGS + [f"plm={tiny_plm}", f"plm_tune_last={tune_last}"]
+                for arg in ("--set", item)]
+    assert main(["train", "--model", name, "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
+                 *settings]) == 0
+    engine, _ = load_engine(run, synth_dir / "dev" / "news.tsv")
+    client = TestClient(create_app(engine))
+    table, behaviors = load_split(synth_dir / "dev", engine.vocabs, engine.config.data, use_cache=False)
+    plm.attach_plm(table, synth_dir / "dev", engine.config.model)
+    scores = score_behaviors(engine.model, table, behaviors, batch_size=64)
+    rows = read_behaviors(synth_dir / "dev" / "behaviors.tsv")
+    for i in range(6):
+        history = [table.news_ids[r] for r in np.asarray(behaviors.history[i]) if r]
+        lo, hi = behaviors.offsets[i], behaviors.offsets[i + 1]
+        candidates = [table.news_ids[r] for r in np.asarray(behaviors.candidates[lo:hi])]
+        got = client.post("/recommend", json={"history": history, "user": rows[i].user_id, "candidates": candidates,
+                                              "k": len(candidates)}).json()
+        ranked = {item["news_id"]: item["score"] for item in got["items"]}
+        np.testing.assert_allclose([ranked[c] for c in candidates], scores[lo:hi], rtol=1e-4, atol=1e-5)
+    explained = client.post("/explain", json={"history": history, "user": rows[i].user_id, "news_id": candidates[0]})
+    assert explained.status_code == 200, explained.text  # click weights; no word weights under a pooled PLM vector
+    assert explained.json()["words"] is None and explained.json()["clicks"]
+
+    known = next(iter(read_news(synth_dir / "dev" / "news.tsv").values()))
+    posted = {"news_id": "POSTED1", "category": known.category, "subcategory": known.subcategory,
+              "title": known.title, "abstract": known.abstract}
+    assert client.post("/news", json={"items": [posted]}).status_code == 200
+    pool = engine.pool
+    np.testing.assert_allclose(pool.vectors[pool.row_of["POSTED1"]].numpy(), pool.vectors[pool.row_of[known.news_id]].numpy(),
+                               rtol=1e-5, atol=1e-6)

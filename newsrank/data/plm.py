@@ -332,3 +332,23 @@ def attach_plm_titles(table, titles: list[str | None], model_config, use_cache: 
         table.plm_states, table.plm_offsets = states, offsets
     else:
         table.plm = vectors
+
+
+def replace_token_rows(states: np.ndarray, offsets: np.ndarray, rows: int, changed: list[int],
+                       new_states: np.ndarray, new_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged token states (``title_states_of``'s layout) of ``rows`` rows: the old ones, with rows
+    ``changed`` (old or appended) replaced by rows 1, 2, ... of the new ones (row 0 is their padding
+    row). What ``newsrank serve`` does when news are posted."""
+    fresh = {row: i + 1 for i, row in enumerate(changed)}
+    old_rows = len(offsets) - 1
+    pieces = []
+    for row in range(rows):
+        if row in fresh:
+            i = fresh[row]
+            pieces.append(new_states[new_offsets[i] : new_offsets[i + 1]])
+        elif row < old_rows:
+            pieces.append(states[offsets[row] : offsets[row + 1]])
+        else:  # a row that is neither old nor posted (not expected): no tokens
+            pieces.append(states[:0])
+    lengths = np.array([len(piece) for piece in pieces], dtype=np.int64)
+    return np.concatenate(pieces), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
