@@ -179,6 +179,17 @@ def test_splitting_the_plm_is_exact(tiny_plm, tune_last):
 
 
 @needs_transformers
+def test_plm_views_are_checked():
+    from types import SimpleNamespace
+
+    assert plm.plm_views(SimpleNamespace(plm_views="title, body")) == ("title", "body")
+    assert plm.plm_views(SimpleNamespace()) == ("title",)
+    for bad in ("body", "title,abstract", "", "title,title"):
+        with pytest.raises(plm.PLMError, match="plm_views"):
+            plm.plm_views(SimpleNamespace(plm_views=bad))
+
+
+@needs_transformers
 def test_tune_last_is_checked_and_states_are_cached(tiny_plm, monkeypatch):
     with pytest.raises(plm.PLMError, match="has 3 transformer layers"):
         plm.title_states_of(IDS, TITLES, tiny_plm, 16, 4)
@@ -227,15 +238,18 @@ def test_gradients_reach_the_tuned_layers_only(synth_dir, tiny_plm, name):
 
 
 @needs_transformers
-def test_tune_last_trains_and_round_trips(synth_dir, tmp_path, tiny_plm):
+@pytest.mark.parametrize("name, extra", [("nrms", []), ("naml", ["plm_views=title,body"])])
+def test_tune_last_trains_and_round_trips(synth_dir, tmp_path, tiny_plm, name, extra):
     run = tmp_path / "run"
-    settings = [arg for item in TINY_OVERRIDES["nrms"] + PLM_SETTINGS + [f"plm={tiny_plm}", "plm_tune_last=1"]
+    settings = [arg for item in TINY_OVERRIDES[name] + PLM_SETTINGS + [f"plm={tiny_plm}", "plm_tune_last=1", *extra]
                 for arg in ("--set", item)]
-    assert main(["train", "--model", "nrms", "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
+    assert main(["train", "--model", name, "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
                  *settings]) == 0
     checkpoint = load_checkpoint(run / "best")
     assert checkpoint.config.model.plm_tune_last == 1
-    trained = checkpoint.model.plm_title.layers[0].output.dense.weight
+    if name == "naml":  # both views read the PLM through the one set of tuned layers
+        assert not hasattr(checkpoint.model.body_view, "cnn") and checkpoint.model.body_on_plm
+    trained = checkpoint.model.plm_encoder.layers[0].output.dense.weight
     pretrained = plm.tuned_layers(tiny_plm, 1)[0].output.dense.weight
     assert not np.allclose(trained.detach().numpy(), pretrained.detach().numpy())  # the checkpoint holds its own
     metrics = json.loads((run / "metrics.json").read_text())
@@ -264,8 +278,7 @@ def test_plm_keys_are_the_plm_options():
 
 
 @needs_transformers
-@pytest.mark.parametrize("tune_last", [0, 1])
-@pytest.mark.parametrize("name", ["nrms", "npa"])
+@pytest.mark.parametrize("name, tune_last", [("nrms", 0), ("nrms", 1), ("npa", 0), ("naml", 1)])
 def test_serve_ranks_plm_models_like_predict(synth_dir, tmp_path, tiny_plm, name, tune_last):
     """`newsrank serve` attaches the PLM inputs to its pool as evaluate does: given candidates get
     the evaluator's scores; a posted news item with a known title gets that title's vector."""
@@ -280,7 +293,9 @@ def test_serve_ranks_plm_models_like_predict(synth_dir, tmp_path, tiny_plm, name
     from newsrank.serve.engine import load_engine
 
     run = tmp_path / "run"
-    settings = [arg for item in TINY_OVERRIDES[name] + PLM_SETTINGS + [f"plm={tiny_plm}", f"plm_tune_last={tune_last}"]
+    extra = ["plm_views=title,body"] if name == "naml" else []
+    settings = [arg for item in TINY_OVERRIDES[name] + PLM_SETTINGS + [f"plm={tiny_plm}", f"plm_tune_last={tune_last}",
+                                                                       *extra]
                 for arg in ("--set", item)]
     assert main(["train", "--model", name, "--data", str(synth_dir), "--out", str(run), "--epochs", "1", "-q",
                  *settings]) == 0

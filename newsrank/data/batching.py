@@ -72,18 +72,26 @@ class NewsFeatures:
     plm: torch.Tensor | None = None
     # the PLM's lower-layer token states (``NewsTable.plm_states``); None unless plm_tune_last > 0
     plm_tokens: TokenStates | None = None
+    # the same two for the abstract (NAML's body view with plm_views: title,body)
+    plm_body: torch.Tensor | None = None
+    plm_body_tokens: TokenStates | None = None
 
     @classmethod
     def from_table(cls, table: NewsTable, device: torch.device | str = "cpu") -> "NewsFeatures":
-        plm = None if table.plm is None else torch.as_tensor(np.asarray(table.plm, dtype=np.float32), device=device)
-        tokens = None
-        if table.plm_states is not None:
-            tokens = TokenStates(torch.as_tensor(np.asarray(table.plm_states), device=device),
-                                 torch.as_tensor(np.asarray(table.plm_offsets, dtype=np.int64), device=device))
+        def vectors(array):
+            return None if array is None else torch.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+
+        def tokens(states, offsets):
+            if states is None:
+                return None
+            return TokenStates(torch.as_tensor(np.asarray(states), device=device),
+                               torch.as_tensor(np.asarray(offsets, dtype=np.int64), device=device))
+
         return cls(**{
             f.name: torch.as_tensor(np.array(getattr(table, f.name), dtype=np.int64), device=device)
             for f in fields(cls) if not f.name.startswith("plm")
-        }, plm=plm, plm_tokens=tokens)
+        }, plm=vectors(table.plm), plm_tokens=tokens(table.plm_states, table.plm_offsets),
+            plm_body=vectors(table.plm_body), plm_body_tokens=tokens(table.plm_body_states, table.plm_body_offsets))
 
     def __len__(self) -> int:
         return self.title.shape[0]

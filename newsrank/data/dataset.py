@@ -56,6 +56,10 @@ class NewsTable:
     # title tokens one after the other, and [N + 1] int64 offsets into them (newsrank.data.plm)
     plm_states: np.ndarray | None = None
     plm_offsets: np.ndarray | None = None
+    # the same three for the abstract (NAML's body view with plm_views: title,body)
+    plm_body: np.ndarray | None = None
+    plm_body_states: np.ndarray | None = None
+    plm_body_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.news_ids)

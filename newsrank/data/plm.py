@@ -216,16 +216,13 @@ def encode_token_states(folder: Path, texts: list[str], max_len: int, layer: int
     return flat.astype(np.float32, copy=False), lengths
 
 
-def _titles(news_ids: list[str], split_dir: str | Path) -> list[str | None]:
-    records = read_news(Path(split_dir) / "news.tsv")
-    return [records[i].title if i in records else None for i in news_ids]
-
-
 def plm_title_vectors(news_ids: list[str], split_dir: str | Path, plm: str, max_len: int,
                       use_cache: bool = True) -> tuple[np.ndarray, str]:
     """([N, hidden] float32 PLM vectors of the titles of ``news_ids`` (rows of a ``NewsTable``; row 0,
     the padding news, and ids absent from ``split_dir/news.tsv`` get zeros), the model's digest)."""
-    return title_vectors_of(news_ids, _titles(news_ids, split_dir), plm, max_len, use_cache)
+    records = read_news(Path(split_dir) / "news.tsv")
+    return title_vectors_of(news_ids, [records[i].title if i in records else None for i in news_ids], plm, max_len,
+                            use_cache)
 
 
 def _key(settings: dict, news_ids: list[str], titles: list[str]) -> str:
@@ -233,19 +230,20 @@ def _key(settings: dict, news_ids: list[str], titles: list[str]) -> str:
 
 
 def title_vectors_of(news_ids: list[str], titles: list[str | None], plm: str, max_len: int,
-                     use_cache: bool = True) -> tuple[np.ndarray, str]:
-    """``plm_title_vectors`` from the titles themselves (None: no such news, a zero vector)."""
+                     use_cache: bool = True, field: str = "title") -> tuple[np.ndarray, str]:
+    """``plm_title_vectors`` from the texts themselves (None: no such news, a zero vector); ``field``
+    names which text they are (title or abstract), for the cache key."""
     from .dataset import cache_root  # (dataset imports nothing of this module; no cycle at import time)
 
     folder = resolve_plm(plm)
     digest = model_digest(folder)
     absent = [row for row, (news_id, title) in enumerate(zip(news_ids, titles)) if not news_id or title is None]
     titles = [title or "" for title in titles]
-    settings = {"digest": digest, "max_len": max_len, "pooling": POOLING, "field": "title"}
+    settings = {"digest": digest, "max_len": max_len, "pooling": POOLING, "field": field}
     path = cache_root() / "plm" / _key(settings, news_ids, titles) / "vectors.npy"
     if use_cache and path.is_file():
         return np.load(path), digest
-    log.info("encoding %d titles with the PLM %s (%s); cached for later runs", len(titles) - 1, plm, digest)
+    log.info("encoding %d %ss with the PLM %s (%s); cached for later runs", len(titles) - 1, field, plm, digest)
     vectors = encode_texts(folder, titles, max_len)
     vectors[absent] = 0.0
     if use_cache:
@@ -259,7 +257,8 @@ STATE_DTYPES = ("float32", "float16")
 
 
 def title_states_of(news_ids: list[str], titles: list[str | None], plm: str, max_len: int, tune_last: int,
-                    dtype: str = "float32", use_cache: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+                    dtype: str = "float32", use_cache: bool = True, field: str = "title"
+                    ) -> tuple[np.ndarray, np.ndarray, str]:
     """([T, hidden] token states of the titles below the top ``tune_last`` layers, in ``dtype``, every
     title's real tokens one after the other; [N + 1] int64 offsets (row r's tokens are
     ``states[offsets[r]:offsets[r + 1]]``; the padding row and absent news have none); the model's
@@ -273,13 +272,13 @@ def title_states_of(news_ids: list[str], titles: list[str | None], plm: str, max
     layer = split_layer(folder, tune_last)
     absent = [row for row, (news_id, title) in enumerate(zip(news_ids, titles)) if not news_id or title is None]
     titles = [title or "" for title in titles]
-    settings = {"digest": digest, "max_len": max_len, "field": "title", "kind": "token_states", "layer": layer,
+    settings = {"digest": digest, "max_len": max_len, "field": field, "kind": "token_states", "layer": layer,
                 "dtype": dtype}
     folder_out = cache_root() / "plm" / _key(settings, news_ids, titles)
     if use_cache and (folder_out / "offsets.npy").is_file():
         return np.load(folder_out / "states.npy"), np.load(folder_out / "offsets.npy"), digest
-    log.info("encoding %d titles with the PLM %s (%s) up to layer %d; cached for later runs", len(titles) - 1, plm,
-             digest, layer)
+    log.info("encoding %d %ss with the PLM %s (%s) up to layer %d; cached for later runs", len(titles) - 1, field,
+             plm, digest, layer)
     keep = np.ones(len(titles), dtype=bool)
     keep[absent] = False
     states, lengths = encode_token_states(folder, [t for t, k in zip(titles, keep) if k], max_len, layer)
@@ -299,39 +298,60 @@ def uses_plm(model_config) -> bool:
     return getattr(model_config, "news_encoder", None) == "plm"
 
 
+#: news view -> (NewsRecord field, NewsTable attributes: vectors, token states, offsets; config key of its length)
+VIEWS = {"title": ("title", "plm", "plm_states", "plm_offsets", "plm_title_len"),
+         "body": ("abstract", "plm_body", "plm_body_states", "plm_body_offsets", "plm_body_len")}
+
+
+def plm_views(model_config) -> tuple[str, ...]:
+    """The views the model reads through the PLM: ``plm_views`` (NAML: "title" or "title,body"), else the title."""
+    text = getattr(model_config, "plm_views", "title")
+    views = tuple(view.strip() for view in text.split(",") if view.strip())
+    if not views or "title" not in views or any(view not in VIEWS for view in views) or len(set(views)) < len(views):
+        raise PLMError(f"plm_views must be 'title' or 'title,body', got {text!r}")
+    return views
+
+
 def attach_plm(table, split_dir: str | Path, model_config, use_cache: bool = True) -> None:
-    """Give ``table`` (a ``NewsTable``) its PLM inputs when ``model_config`` asks for them: the frozen
-    title vectors (``table.plm``) or, with ``plm_tune_last`` > 0, the lower layers' token states
-    (``table.plm_states``, ``table.plm_offsets``).
+    """Give ``table`` (a ``NewsTable``) its PLM inputs when ``model_config`` asks for them: per view
+    (``plm_views``), the frozen vectors (``table.plm``; body: ``table.plm_body``) or, with
+    ``plm_tune_last`` > 0, the lower layers' token states (``table.plm_states`` and ``plm_offsets``;
+    body: ``plm_body_states``, ``plm_body_offsets``).
 
     The first call records the model's digest in ``model_config.plm_digest`` (saved with the
     checkpoint); a later call (evaluating a checkpoint) with other installed weights is an error,
     since the trained projection would read vectors it was not trained on."""
     if not uses_plm(model_config):
         return
-    attach_plm_titles(table, _titles(table.news_ids, split_dir), model_config, use_cache)
+    records = read_news(Path(split_dir) / "news.tsv")
+    attach_plm_records(table, [records.get(news_id) if news_id else None for news_id in table.news_ids],
+                       model_config, use_cache)
 
 
-def attach_plm_titles(table, titles: list[str | None], model_config, use_cache: bool = True) -> None:
-    """``attach_plm`` from the titles of the table's rows (None: the padding row, no such news)."""
+def attach_plm_records(table, records: list, model_config, use_cache: bool = True) -> None:
+    """``attach_plm`` from the ``NewsRecord`` of each row of the table (None: the padding row, no
+    such news); what ``newsrank serve`` calls for its pool and for posted news."""
     if not uses_plm(model_config):
         return
     tune_last = getattr(model_config, "plm_tune_last", 0)
-    if tune_last:
-        states, offsets, digest = title_states_of(table.news_ids, titles, model_config.plm,
-                                                  model_config.plm_title_len, tune_last,
-                                                  model_config.plm_state_dtype, use_cache)
-    else:
-        vectors, digest = title_vectors_of(table.news_ids, titles, model_config.plm, model_config.plm_title_len,
-                                           use_cache)
-    if model_config.plm_digest and model_config.plm_digest != digest:
-        raise PLMError(f"the model was trained with PLM {model_config.plm!r} digest {model_config.plm_digest}, "
-                       f"but the installed one has digest {digest}")
-    model_config.plm_digest = digest
-    if tune_last:
-        table.plm_states, table.plm_offsets = states, offsets
-    else:
-        table.plm = vectors
+    for view in plm_views(model_config):
+        field, vectors_name, states_name, offsets_name, length_key = VIEWS[view]
+        texts = [None if record is None else getattr(record, field) for record in records]
+        max_len = getattr(model_config, length_key)
+        if tune_last:
+            states, offsets, digest = title_states_of(table.news_ids, texts, model_config.plm, max_len, tune_last,
+                                                      model_config.plm_state_dtype, use_cache, field)
+        else:
+            vectors, digest = title_vectors_of(table.news_ids, texts, model_config.plm, max_len, use_cache, field)
+        if model_config.plm_digest and model_config.plm_digest != digest:
+            raise PLMError(f"the model was trained with PLM {model_config.plm!r} digest {model_config.plm_digest}, "
+                           f"but the installed one has digest {digest}")
+        model_config.plm_digest = digest
+        if tune_last:
+            setattr(table, states_name, states)
+            setattr(table, offsets_name, offsets)
+        else:
+            setattr(table, vectors_name, vectors)
 
 
 def replace_token_rows(states: np.ndarray, offsets: np.ndarray, rows: int, changed: list[int],

@@ -126,16 +126,18 @@ def adapt_plm_dim(config, table=None) -> list[str]:
     return [f"plm_dim = {config.plm_dim} (the PLM vectors' size)"]
 
 
-def plm_vectors(news: NewsFeatures) -> torch.Tensor:
-    """[N, P] the news items' frozen PLM title vectors, or a clear error when the data has none."""
-    if news.plm is None:
-        raise ValueError("news_encoder=plm, but these news features carry no PLM vectors: load the split "
+def plm_vectors(news: NewsFeatures, view: str = "title") -> torch.Tensor:
+    """[N, P] the news items' frozen PLM vectors of ``view`` (title or body), or a clear error when
+    the data has none."""
+    vectors = news.plm if view == "title" else news.plm_body
+    if vectors is None:
+        raise ValueError(f"news_encoder=plm, but these news features carry no PLM {view} vectors: load the split "
                          "through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
-    return news.plm
+    return vectors
 
 
-class PLMTitle(nn.Module):
-    """The pooled PLM title vector [N, plm_dim] of ``news_encoder: plm``.
+class PLMEncoder(nn.Module):
+    """The pooled PLM vector [N, plm_dim] of a news view (title, or NAML's body) for ``news_encoder: plm``.
 
     Frozen (``plm_tune_last: 0``): the cached vectors, no parameters. ``plm_tune_last: N``: copies of
     the PLM's top N layers (parameters of the model, saved in its checkpoint) run over the cached
@@ -150,15 +152,16 @@ class PLMTitle(nn.Module):
 
             self.layers = tuned_layers(config.plm, self.tune_last)
 
-    def forward(self, news: NewsFeatures) -> torch.Tensor:
+    def forward(self, news: NewsFeatures, view: str = "title") -> torch.Tensor:
         if not self.tune_last:
-            return plm_vectors(news)  # [N, P]
-        if news.plm_tokens is None:
-            raise ValueError("plm_tune_last > 0, but these news features carry no PLM token states: load the "
-                             "split through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
+            return plm_vectors(news, view)  # [N, P]
+        tokens = news.plm_tokens if view == "title" else news.plm_body_tokens
+        if tokens is None:
+            raise ValueError(f"plm_tune_last > 0, but these news features carry no PLM {view} token states: load "
+                             "the split through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
         from ..data.plm import run_top_layers
 
-        states, mask = news.plm_tokens.padded()  # [N, W, P], [N, W]
+        states, mask = tokens.padded()  # [N, W, P], [N, W]
         return run_top_layers(self.layers, states, mask)  # [N, P]
 
 

@@ -48,7 +48,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, TextCNN
-from .base import ModelContext, NewsRecModel, PLMOptions, PLMTitle, adapt_plm_dim, check_news_encoder, word_embedding
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
@@ -86,7 +86,7 @@ class CNNNewsGRU(NewsRecModel):
         check_news_encoder(config)
         self.dropout = nn.Dropout(config.dropout)
         if config.news_encoder == "plm":  # the PLM's pooled title vector -> dropout -> dense + ReLU
-            self.plm_title = PLMTitle(config)
+            self.plm_encoder = PLMEncoder(config)
             self.plm_projection = nn.Linear(config.plm_dim, config.filters)
         else:
             self.words = word_embedding(context, config.word_dim)
@@ -103,7 +103,7 @@ class CNNNewsGRU(NewsRecModel):
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.news_encoder == "plm":
-            title = torch.relu(self.plm_projection(self.dropout(self.plm_title(news))))  # [N, filters]
+            title = torch.relu(self.plm_projection(self.dropout(self.plm_encoder(news))))  # [N, filters]
         else:
             mask = news.title != PAD  # [N, L]
             x = self.dropout(self.words(news.title))  # [N, L, word_dim]

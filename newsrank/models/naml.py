@@ -10,7 +10,8 @@ News encoder, four views of a news item, each a vector of ``filters`` dims:
 With ``news_encoder: plm`` the title view is a pretrained language model's pooled title vector
 (``newsrank.data.plm``: frozen and cached once per news item, or with ``plm_tune_last: N`` its top N
 layers trained over cached lower-layer states) -> dropout -> dense + ReLU; the body view stays on
-words.
+words, or with ``plm_views: title,body`` reads the abstract through the same PLM (and the same tuned
+layers) the same way.
 
 An additive attention over the four view vectors pools them into the news vector.
 User encoder: additive attention over the clicked-news vectors.
@@ -32,7 +33,8 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, TextCNN
-from .base import ModelContext, NewsRecModel, PLMOptions, PLMTitle, adapt_plm_dim, check_news_encoder, word_embedding
+from ..data.plm import plm_views
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
@@ -43,6 +45,8 @@ class NAMLConfig(PLMOptions):
     attention_hidden: int = 200  # hidden size of every additive attention (words, views, clicks)
     category_dim: int = 100  # category and subcategory embedding size
     dropout: float = 0.2  # on word embeddings and on CNN outputs
+    plm_views: str = "title"  # news_encoder=plm: the views read through the PLM, "title" or "title,body"
+    plm_body_len: int = 64  # news_encoder=plm with the body view: PLM tokens kept per abstract
 
 
 class TextView(nn.Module):
@@ -75,17 +79,17 @@ class CategoryView(nn.Module):
 
 
 class PLMView(nn.Module):
-    """The title view with ``news_encoder: plm``: PLM vector (frozen or top layers tuned) -> dropout -> dense + ReLU."""
+    """A text view with ``news_encoder: plm``: the PLM's pooled vector (frozen, or from the top layers
+    NAML's one ``plm_encoder`` tunes for both views) -> dropout -> dense + ReLU."""
 
     def __init__(self, config: NAMLConfig):
         super().__init__()
-        self.plm_title = PLMTitle(config)  # frozen vectors, or the top plm_tune_last layers
         self.dropout = nn.Dropout(config.dropout)
         self.dense = nn.Linear(config.plm_dim, config.filters)
 
-    def forward(self, news: NewsFeatures) -> torch.Tensor:
-        vectors = self.plm_title(news)  # [N, plm_dim]
-        return torch.relu(self.dense(self.dropout(vectors)))  # [N, filters]
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        # vectors: [N, plm_dim] -> [N, filters]
+        return torch.relu(self.dense(self.dropout(vectors)))
 
 
 class NAML(NewsRecModel):
@@ -101,8 +105,12 @@ class NAML(NewsRecModel):
         self.config = config
         self.words = word_embedding(context, config.word_dim)
         dim = self.words.embedding_dim
-        self.title_view = PLMView(config) if config.news_encoder == "plm" else TextView(dim, config)
-        self.body_view = TextView(dim, config)
+        plm = config.news_encoder == "plm"
+        self.body_on_plm = plm and "body" in plm_views(config)
+        if plm:
+            self.plm_encoder = PLMEncoder(config)  # frozen vectors, or the top plm_tune_last layers (both views)
+        self.title_view = PLMView(config) if plm else TextView(dim, config)
+        self.body_view = PLMView(config) if self.body_on_plm else TextView(dim, config)
         self.category_view = CategoryView(len(context.vocabs.categories), config)
         self.subcategory_view = CategoryView(len(context.vocabs.subcategories), config)
         self.view_pool = AdditiveAttention(config.filters, config.attention_hidden)
@@ -116,9 +124,10 @@ class NAML(NewsRecModel):
         body_mask = news.abstract != PAD  # [N, La]
         views = torch.stack(
             [
-                self.title_view(news) if self.config.news_encoder == "plm"
+                self.title_view(self.plm_encoder(news, "title")) if self.config.news_encoder == "plm"
                 else self.title_view(self.words(news.title), title_mask),  # [N, filters]
-                self.body_view(self.words(news.abstract), body_mask),  # [N, filters]
+                self.body_view(self.plm_encoder(news, "body")) if self.body_on_plm
+                else self.body_view(self.words(news.abstract), body_mask),  # [N, filters]
                 self.category_view(news.category),  # [N, filters]
                 self.subcategory_view(news.subcategory),  # [N, filters]
             ],

@@ -31,7 +31,7 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import PersonalizedAttention, TextCNN
-from .base import ModelContext, NewsRecModel, PLMOptions, PLMTitle, adapt_plm_dim, check_news_encoder, word_embedding
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
@@ -61,7 +61,7 @@ class NPA(NewsRecModel):
             # One pooled vector per news: no words left to attend over, so the news vector no longer
             # depends on its reader (the click-level personalized attention stays).
             self.user_conditioned_news = False
-            self.plm_title = PLMTitle(config)
+            self.plm_encoder = PLMEncoder(config)
             self.plm_projection = nn.Linear(config.plm_dim, config.filters)
         else:
             self.words = word_embedding(context, config.word_dim)
@@ -74,7 +74,7 @@ class NPA(NewsRecModel):
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.news_encoder == "plm":
-            return torch.relu(self.plm_projection(self.dropout(self.plm_title(news))))  # [N, filters]
+            return torch.relu(self.plm_projection(self.dropout(self.plm_encoder(news))))  # [N, filters]
         if users is None:
             raise ValueError("NPA reads news through a user: encode_news needs the user of every row")
         mask = news.title != PAD  # [N, L]

@@ -26,7 +26,7 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, MultiHeadSelfAttention
-from .base import ModelContext, NewsRecModel, PLMOptions, PLMTitle, adapt_plm_dim, check_news_encoder, word_embedding
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
@@ -53,7 +53,7 @@ class NRMS(NewsRecModel):
         self.dropout = nn.Dropout(config.dropout)
         dim = config.heads * config.head_dim
         if config.news_encoder == "plm":
-            self.plm_title = PLMTitle(config)  # frozen vectors, or the top plm_tune_last layers
+            self.plm_encoder = PLMEncoder(config)  # frozen vectors, or the top plm_tune_last layers
             self.plm_projection = nn.Linear(config.plm_dim, dim)
         else:
             self.words = word_embedding(context, config.word_dim)
@@ -64,7 +64,7 @@ class NRMS(NewsRecModel):
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.news_encoder == "plm":
-            return torch.tanh(self.plm_projection(self.dropout(self.plm_title(news))))  # [N, heads * head_dim]
+            return torch.tanh(self.plm_projection(self.dropout(self.plm_encoder(news))))  # [N, heads * head_dim]
         mask = news.title != PAD  # [N, L]
         x = self.dropout(self.words(news.title))  # [N, L, word_dim]
         x = self.dropout(self.title_attention(x, mask))  # [N, L, heads * head_dim]
