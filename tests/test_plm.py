@@ -324,3 +324,27 @@ def test_serve_ranks_plm_models_like_predict(synth_dir, tmp_path, tiny_plm, name
     pool = engine.pool
     np.testing.assert_allclose(pool.vectors[pool.row_of["POSTED1"]].numpy(), pool.vectors[pool.row_of[known.news_id]].numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+@needs_extra
+def test_minilm_split_through_the_model_is_exact(synth_dir):
+    """The packaged MiniLM, split below its last layer: NRMS's PLM encoder with the copied, untrained
+    top layer gives the frozen mode's vectors for every news item of a split."""
+    import torch
+
+    from helpers import load_tiny_splits, tiny_run_config
+    from newsrank.data.batching import NewsFeatures
+    from newsrank.models.base import ModelContext, PLMEncoder
+
+    config = tiny_run_config("nrms")
+    config.model.news_encoder = "plm"
+    vocabs, (table, _), _ = load_tiny_splits(synth_dir, config.data)
+    plm.attach_plm(table, synth_dir / "train", config.model)  # frozen vectors
+    frozen = table.plm
+    config.model.plm_tune_last = 1
+    plm.attach_plm(table, synth_dir / "train", config.model)  # lower-layer states
+    encoder = PLMEncoder(config.model).eval()
+    assert len(encoder.layers) == 1
+    with torch.no_grad():
+        tuned = encoder(NewsFeatures.from_table(table)).numpy()
+    np.testing.assert_allclose(tuned, frozen, atol=1e-5)
