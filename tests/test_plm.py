@@ -236,6 +236,14 @@ def test_gradients_reach_the_tuned_layers_only(synth_dir, tiny_plm, name):
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, key
     assert news.plm_tokens.states.grad is None
 
+    # encode_news_rows groups rows by their PLM token count here: the same vectors as one by one
+    model.eval()
+    rows = torch.arange(len(news))
+    with torch.no_grad():
+        grouped = model.encode_news_rows(news, rows, users=rows % 5 if model.user_conditioned_news else None)
+        single = torch.cat([model.encode_news(news.take(rows[i : i + 1])) for i in range(0, len(news), 17)])
+    torch.testing.assert_close(grouped[::17], single, rtol=1e-5, atol=1e-6)
+
 
 @needs_transformers
 @pytest.mark.parametrize("name, extra", [("nrms", []), ("naml", ["plm_views=title,body"])])

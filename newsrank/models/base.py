@@ -223,6 +223,19 @@ class NewsRecModel(nn.Module):
         b, h, d = user.history_vectors.shape
         return self.history_features(user.history_vectors.reshape(b * h, d)).view(b, h, -1)
 
+    def row_lengths(self, news: NewsFeatures, rows: torch.Tensor) -> torch.Tensor:
+        """[R] what ``encode_news_rows`` groups the rows by: the longest of the model's ``text_fields``
+        in words or, when the model trains PLM layers (``plm_tune_last``), the PLM tokens of its PLM
+        views, since those layers are nearly all of the work."""
+        encoder = getattr(self, "plm_encoder", None)
+        if encoder is not None and encoder.tune_last:
+            tokens = [t for t in (news.plm_tokens, news.plm_body_tokens) if t is not None]
+            if tokens:
+                lengths = torch.stack([t.offsets[rows + 1] - t.offsets[rows] for t in tokens])
+                return lengths.max(dim=0).values  # [R]
+        lengths = torch.stack([(getattr(news, name)[rows] != PAD).sum(dim=1) for name in self.text_fields()])
+        return lengths.max(dim=0).values  # [R]
+
     def encode_news_rows(
         self,
         news: NewsFeatures,
@@ -237,8 +250,7 @@ class NewsRecModel(nn.Module):
         Real titles are mostly short with a long tail: one 30-word title would otherwise make a
         whole batch 30 wide (5x the work on MovieLens titles). Masking makes the cut exact.
         """
-        lengths = torch.stack([(getattr(news, name)[rows] != PAD).sum(dim=1) for name in self.text_fields()])
-        lengths = lengths.max(dim=0).values  # [R]
+        lengths = self.row_lengths(news, rows)  # [R]
         order = torch.argsort(lengths, stable=True)  # [R]
         bounds = 2 ** torch.arange(2, 1 + max(2, int(lengths.max()).bit_length()), device=rows.device)
         ends = torch.searchsorted(lengths[order], bounds, right=True).tolist() + [len(rows)]
