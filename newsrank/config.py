@@ -81,7 +81,8 @@ def config_from_dict(model_name: str, model_config_cls: type, data: dict) -> Run
 
 
 #: The ``news_encoder: plm`` settings (``newsrank.models.base.PLMOptions``'s fields; a test keeps them equal).
-PLM_KEYS = ("news_encoder", "plm", "plm_title_len", "plm_tune_last", "plm_state_dtype", "plm_dim", "plm_digest")
+PLM_KEYS = ("news_encoder", "plm", "plm_title_len", "plm_tune_last", "plm_state_dtype", "plm_lr", "plm_dim",
+            "plm_digest")
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> None:

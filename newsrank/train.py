@@ -154,7 +154,7 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
     for note in cls.adapt_config(config.model, context, train_table):
         log.info("%s: %s", config.model_name, note)
     model: NewsRecModel = cls(config.model, context).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
+    optimizer = torch.optim.Adam(model.parameter_groups(tc.lr), lr=tc.lr)
     # Under DDP the wrapper runs forward and averages gradients; ``model`` stays the plain module.
     step_model = model
     if world.distributed:

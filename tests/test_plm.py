@@ -231,6 +231,11 @@ def test_gradients_reach_the_tuned_layers_only(synth_dir, tiny_plm, name):
     batch = next(TrainSampler(behaviors, npratio=4, batch_size=8, seed=0).epoch(0))
     loss = F.cross_entropy(model(batch, news), torch.zeros(len(batch.users), dtype=torch.long))
     loss.backward()
+    groups = model.parameter_groups(1e-3)
+    assert len(groups) == 1 and len(groups[0]["params"]) == len(list(model.parameters()))
+    config.model.plm_lr = 1e-5  # the tuned layers in a group of their own
+    groups = model.parameter_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-5] and len(groups[1]["params"]) == len(tuned)
     for key, parameter in model.named_parameters():
         if key in tuned and "attention.self.query" in key:
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, key

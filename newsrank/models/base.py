@@ -101,6 +101,7 @@ class PLMOptions:
     plm_title_len: int = 32  # news_encoder=plm: PLM tokens kept per title
     plm_tune_last: int = 0  # news_encoder=plm: 0 = frozen PLM vectors; N = the top N PLM layers trained with the model
     plm_state_dtype: str = "float32"  # plm_tune_last > 0: cached lower-layer token states, float32 or float16 (half the memory)
+    plm_lr: float = 0.0  # plm_tune_last > 0: Adam learning rate of the tuned PLM layers; 0 = the train lr
     plm_dim: int = 384  # news_encoder=plm: the PLM vectors' size (set from the data)
     plm_digest: str = ""  # news_encoder=plm: hash of the PLM's files the model was trained on (set from the data)
 
@@ -191,6 +192,19 @@ class NewsRecModel(nn.Module):
         one line per change for the trainer to log. The trainer saves the adapted config, so a
         checkpoint rebuilds the same layers without the data. Default: nothing to adapt."""
         return []
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: every trainable parameter at ``lr``, except the tuned PLM
+        layers (``plm_tune_last``) at ``plm_lr`` when it is set (pretrained layers usually want a
+        smaller rate than freshly initialised ones)."""
+        encoder = getattr(self, "plm_encoder", None)
+        plm_lr = getattr(getattr(self, "config", None), "plm_lr", 0.0)
+        trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        if encoder is None or not encoder.tune_last or not plm_lr:
+            return [{"params": [p for _, p in trainable], "lr": lr}]
+        tuned = {id(p) for p in encoder.layers.parameters()}
+        return [{"params": [p for _, p in trainable if id(p) not in tuned], "lr": lr},
+                {"params": [p for _, p in trainable if id(p) in tuned], "lr": plm_lr}]
 
     def text_fields(self) -> tuple[str, ...]:
         """The token columns of ``NewsFeatures`` the news encoder reads; ``encode_news_rows`` groups
