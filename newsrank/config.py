@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .core.config import ConfigError, apply_overrides, load_layers, read_config_file, update_sections
+from .core.config import ConfigError, load_layers, read_config_file, update_sections
+from .core.config import apply_overrides as _apply_overrides
 
 __all__ = ["CONFIG_DIR", "ConfigError", "DataConfig", "RunConfig", "TrainConfig", "apply_overrides",
            "config_from_dict", "load_config", "read_config_file", "update_sections"]
@@ -77,3 +78,20 @@ def config_from_dict(model_name: str, model_config_cls: type, data: dict) -> Run
     config = RunConfig(model_name=model_name, model=model_config_cls())
     update_sections(config, data, "checkpoint config")
     return config
+
+
+#: The ``news_encoder: plm`` settings (``newsrank.models.base.PLMOptions``'s fields; a test keeps them equal).
+PLM_KEYS = ("news_encoder", "plm", "plm_title_len", "plm_tune_last", "plm_state_dtype", "plm_lr", "plm_dim",
+            "plm_digest")
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> None:
+    """``core.config.apply_overrides``, with a clear error when a PLM setting is given to a model whose
+    news encoder reads title tokens and has no pooled title view to replace (DKN, FIM, FUM)."""
+    model_fields = {f.name for f in dataclasses.fields(config.model)}
+    for item in overrides:
+        key = item.partition("=")[0].strip().removeprefix("model.")
+        if key in PLM_KEYS and key not in model_fields:
+            raise ConfigError(f"--set {item!r}: news_encoder=plm is not supported by {config.model_name} (its news "
+                              "encoder works on title tokens; the PLM encoder exists for nrms, naml, lstur, gru, npa)")
+    _apply_overrides(config, overrides)

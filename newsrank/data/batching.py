@@ -20,6 +20,41 @@ from .vocab import PAD
 
 
 @dataclass
+class TokenStates:
+    """Variable-length token states of a set of news items (``news_encoder: plm`` with
+    ``plm_tune_last``): every item's tokens one after the other, so short titles cost no padding."""
+
+    states: torch.Tensor  # [T, P] float (float32 or float16), no gradient: computed once, cached
+    offsets: torch.Tensor  # [N + 1] long: item r's tokens are states[offsets[r] : offsets[r + 1]]
+
+    def __len__(self) -> int:
+        return self.offsets.shape[0] - 1
+
+    def _index(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = self.offsets[rows]  # [R]
+        lengths = self.offsets[rows + 1] - starts  # [R]
+        width = max(int(lengths.max()) if len(rows) else 0, 1)
+        positions = torch.arange(width, device=rows.device)  # [W]
+        mask = positions < lengths.unsqueeze(1)  # [R, W]
+        index = torch.where(mask, starts.unsqueeze(1) + positions, 0)  # [R, W]
+        return index, mask
+
+    def take(self, rows: torch.Tensor) -> "TokenStates":
+        index, mask = self._index(rows)
+        lengths = mask.sum(1)  # [R]
+        offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])  # [R + 1]
+        return TokenStates(self.states[index[mask]], offsets)
+
+    def padded(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """([N, W, P] states right-padded with zeros to the longest item's W tokens, [N, W] bool mask)."""
+        index, mask = self._index(torch.arange(len(self), device=self.offsets.device))
+        if self.states.shape[0] == 0:  # only padding rows / absent news: nothing to gather from
+            return self.states.new_zeros((*index.shape, self.states.shape[1]), dtype=dtype), mask
+        states = self.states[index].to(dtype) * mask.unsqueeze(-1)  # [N, W, P]
+        return states, mask
+
+
+@dataclass
 class NewsFeatures:
     """Token tensors of a set of news items (a whole split's table, or the rows a batch needs)."""
 
@@ -35,14 +70,28 @@ class NewsFeatures:
     title_word_entities: torch.Tensor | None = None
     # [N, P] float frozen PLM title vectors (``NewsTable.plm``); None unless news_encoder=plm
     plm: torch.Tensor | None = None
+    # the PLM's lower-layer token states (``NewsTable.plm_states``); None unless plm_tune_last > 0
+    plm_tokens: TokenStates | None = None
+    # the same two for the abstract (NAML's body view with plm_views: title,body)
+    plm_body: torch.Tensor | None = None
+    plm_body_tokens: TokenStates | None = None
 
     @classmethod
     def from_table(cls, table: NewsTable, device: torch.device | str = "cpu") -> "NewsFeatures":
-        plm = None if table.plm is None else torch.as_tensor(np.asarray(table.plm, dtype=np.float32), device=device)
+        def vectors(array):
+            return None if array is None else torch.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+
+        def tokens(states, offsets):
+            if states is None:
+                return None
+            return TokenStates(torch.as_tensor(np.asarray(states), device=device),
+                               torch.as_tensor(np.asarray(offsets, dtype=np.int64), device=device))
+
         return cls(**{
             f.name: torch.as_tensor(np.array(getattr(table, f.name), dtype=np.int64), device=device)
-            for f in fields(cls) if f.name != "plm"
-        }, plm=plm)
+            for f in fields(cls) if not f.name.startswith("plm")
+        }, plm=vectors(table.plm), plm_tokens=tokens(table.plm_states, table.plm_offsets),
+            plm_body=vectors(table.plm_body), plm_body_tokens=tokens(table.plm_body_states, table.plm_body_offsets))
 
     def __len__(self) -> int:
         return self.title.shape[0]
@@ -58,6 +107,9 @@ class NewsFeatures:
             value = getattr(self, f.name)
             if value is None:
                 out[f.name] = None
+                continue
+            if isinstance(value, TokenStates):
+                out[f.name] = value.take(rows)
                 continue
             value = value[rows]
             if value.dim() == 2 and not value.is_floating_point():  # token columns; PLM vectors stay whole

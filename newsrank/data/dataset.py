@@ -52,6 +52,14 @@ class NewsTable:
     # [N, P] float32 frozen PLM title vectors (newsrank.data.plm.attach_plm), only for models with
     # news_encoder=plm; never part of the preprocessing cache
     plm: np.ndarray | None = None
+    # news_encoder=plm with plm_tune_last > 0: [T, P] token states below the tuned layers, every row's
+    # title tokens one after the other, and [N + 1] int64 offsets into them (newsrank.data.plm)
+    plm_states: np.ndarray | None = None
+    plm_offsets: np.ndarray | None = None
+    # the same three for the abstract (NAML's body view with plm_views: title,body)
+    plm_body: np.ndarray | None = None
+    plm_body_states: np.ndarray | None = None
+    plm_body_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.news_ids)
@@ -299,7 +307,7 @@ def _save_arrays(folder: Path, news: NewsTable, behaviors: Behaviors) -> None:
         strings = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if f.name == "plm":  # attached after loading, cached on its own
+            if f.name.startswith("plm"):  # attached after loading, cached on its own
                 continue
             if isinstance(value, np.ndarray):
                 np.save(folder / f"{prefix}.{f.name}.npy", value)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..data.batching import NewsFeatures, TrainBatch, UserInputs
+from ..data.plm import DEFAULT_PLM
 from ..data.vocab import PAD, Vocabularies
 
 
@@ -90,25 +91,79 @@ def adapt_entity_dim(config, context: ModelContext, field: str = "entity_dim") -
     return [f"{field} = {getattr(config, field)} (the entity vectors' dimension)"]
 
 
+@dataclass
+class PLMOptions:
+    """The ``news_encoder: plm`` settings every model with a pooled title view shares (its config
+    dataclass derives from this, so they come first in its fields)."""
+
+    news_encoder: str = "words"  # title view: "words" (the model's word tower) or "plm" (a pretrained LM, newsrank[plm])
+    plm: str = DEFAULT_PLM  # news_encoder=plm: a packaged PLM's name or a transformers model folder
+    plm_title_len: int = 32  # news_encoder=plm: PLM tokens kept per title
+    plm_tune_last: int = 0  # news_encoder=plm: 0 = frozen PLM vectors; N = the top N PLM layers trained with the model
+    plm_state_dtype: str = "float32"  # plm_tune_last > 0: cached lower-layer token states, float32 or float16 (half the memory)
+    plm_lr: float = 0.0  # plm_tune_last > 0: Adam learning rate of the tuned PLM layers; 0 = the train lr
+    plm_dim: int = 384  # news_encoder=plm: the PLM vectors' size (set from the data)
+    plm_digest: str = ""  # news_encoder=plm: hash of the PLM's files the model was trained on (set from the data)
+
+
+def check_news_encoder(config) -> None:
+    if config.news_encoder not in ("words", "plm"):
+        raise ValueError(f"model.news_encoder must be 'words' or 'plm', got {config.news_encoder!r}")
+    if config.plm_tune_last < 0:
+        raise ValueError(f"model.plm_tune_last must be >= 0 (0 = frozen), got {config.plm_tune_last}")
+
+
 def adapt_plm_dim(config, table=None) -> list[str]:
     """For ``adapt_config`` of a model with ``news_encoder: plm``: set ``config.plm_dim`` to the size of
-    the table's PLM vectors (``newsrank.data.plm.attach_plm`` gave the table them)."""
+    the table's PLM vectors or token states (``newsrank.data.plm.attach_plm`` gave the table them)."""
     if getattr(config, "news_encoder", None) != "plm" or table is None:
         return []
-    if table.plm is None:
-        raise ValueError("news_encoder=plm, but the news table has no PLM vectors (newsrank.data.plm.attach_plm)")
-    if config.plm_dim == table.plm.shape[1]:
+    inputs = table.plm_states if getattr(config, "plm_tune_last", 0) else table.plm
+    if inputs is None:
+        raise ValueError("news_encoder=plm, but the news table has no PLM inputs (newsrank.data.plm.attach_plm)")
+    if config.plm_dim == inputs.shape[1]:
         return []
-    config.plm_dim = int(table.plm.shape[1])
+    config.plm_dim = int(inputs.shape[1])
     return [f"plm_dim = {config.plm_dim} (the PLM vectors' size)"]
 
 
-def plm_vectors(news: NewsFeatures) -> torch.Tensor:
-    """[N, P] the news items' frozen PLM title vectors, or a clear error when the data has none."""
-    if news.plm is None:
-        raise ValueError("news_encoder=plm, but these news features carry no PLM vectors: load the split "
+def plm_vectors(news: NewsFeatures, view: str = "title") -> torch.Tensor:
+    """[N, P] the news items' frozen PLM vectors of ``view`` (title or body), or a clear error when
+    the data has none."""
+    vectors = news.plm if view == "title" else news.plm_body
+    if vectors is None:
+        raise ValueError(f"news_encoder=plm, but these news features carry no PLM {view} vectors: load the split "
                          "through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
-    return news.plm
+    return vectors
+
+
+class PLMEncoder(nn.Module):
+    """The pooled PLM vector [N, plm_dim] of a news view (title, or NAML's body) for ``news_encoder: plm``.
+
+    Frozen (``plm_tune_last: 0``): the cached vectors, no parameters. ``plm_tune_last: N``: copies of
+    the PLM's top N layers (parameters of the model, saved in its checkpoint) run over the cached
+    token states of the layers below, then the same mean pooling and normalisation; gradients reach
+    these layers only, the cached states are data."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.tune_last = config.plm_tune_last
+        if self.tune_last:
+            from ..data.plm import tuned_layers
+
+            self.layers = tuned_layers(config.plm, self.tune_last)
+
+    def forward(self, news: NewsFeatures, view: str = "title") -> torch.Tensor:
+        if not self.tune_last:
+            return plm_vectors(news, view)  # [N, P]
+        tokens = news.plm_tokens if view == "title" else news.plm_body_tokens
+        if tokens is None:
+            raise ValueError(f"plm_tune_last > 0, but these news features carry no PLM {view} token states: load "
+                             "the split through newsrank.data.plm.attach_plm (the trainer and the CLI do)")
+        from ..data.plm import run_top_layers
+
+        states, mask = tokens.padded()  # [N, W, P], [N, W]
+        return run_top_layers(self.layers, states, mask)  # [N, P]
 
 
 class NewsRecModel(nn.Module):
@@ -137,6 +192,19 @@ class NewsRecModel(nn.Module):
         one line per change for the trainer to log. The trainer saves the adapted config, so a
         checkpoint rebuilds the same layers without the data. Default: nothing to adapt."""
         return []
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: every trainable parameter at ``lr``, except the tuned PLM
+        layers (``plm_tune_last``) at ``plm_lr`` when it is set (pretrained layers usually want a
+        smaller rate than freshly initialised ones)."""
+        encoder = getattr(self, "plm_encoder", None)
+        plm_lr = getattr(getattr(self, "config", None), "plm_lr", 0.0)
+        trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        if encoder is None or not encoder.tune_last or not plm_lr:
+            return [{"params": [p for _, p in trainable], "lr": lr}]
+        tuned = {id(p) for p in encoder.layers.parameters()}
+        return [{"params": [p for _, p in trainable if id(p) not in tuned], "lr": lr},
+                {"params": [p for _, p in trainable if id(p) in tuned], "lr": plm_lr}]
 
     def text_fields(self) -> tuple[str, ...]:
         """The token columns of ``NewsFeatures`` the news encoder reads; ``encode_news_rows`` groups
@@ -169,6 +237,19 @@ class NewsRecModel(nn.Module):
         b, h, d = user.history_vectors.shape
         return self.history_features(user.history_vectors.reshape(b * h, d)).view(b, h, -1)
 
+    def row_lengths(self, news: NewsFeatures, rows: torch.Tensor) -> torch.Tensor:
+        """[R] what ``encode_news_rows`` groups the rows by: the longest of the model's ``text_fields``
+        in words or, when the model trains PLM layers (``plm_tune_last``), the PLM tokens of its PLM
+        views, since those layers are nearly all of the work."""
+        encoder = getattr(self, "plm_encoder", None)
+        if encoder is not None and encoder.tune_last:
+            tokens = [t for t in (news.plm_tokens, news.plm_body_tokens) if t is not None]
+            if tokens:
+                lengths = torch.stack([t.offsets[rows + 1] - t.offsets[rows] for t in tokens])
+                return lengths.max(dim=0).values  # [R]
+        lengths = torch.stack([(getattr(news, name)[rows] != PAD).sum(dim=1) for name in self.text_fields()])
+        return lengths.max(dim=0).values  # [R]
+
     def encode_news_rows(
         self,
         news: NewsFeatures,
@@ -183,8 +264,7 @@ class NewsRecModel(nn.Module):
         Real titles are mostly short with a long tail: one 30-word title would otherwise make a
         whole batch 30 wide (5x the work on MovieLens titles). Masking makes the cut exact.
         """
-        lengths = torch.stack([(getattr(news, name)[rows] != PAD).sum(dim=1) for name in self.text_fields()])
-        lengths = lengths.max(dim=0).values  # [R]
+        lengths = self.row_lengths(news, rows)  # [R]
         order = torch.argsort(lengths, stable=True)  # [R]
         bounds = 2 ** torch.arange(2, 1 + max(2, int(lengths.max()).bit_length()), device=rows.device)
         ends = torch.searchsorted(lengths[order], bounds, right=True).tolist() + [len(rows)]

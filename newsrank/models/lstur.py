@@ -26,6 +26,10 @@ Choices:
   and a history's vector does not depend on how much padding it has. A row with no click at all
   cannot be packed: its short-term state is the GRU's initial state (u_l in ``ini``, 0 in ``con``).
 
+With ``news_encoder: plm`` the title vector e_t is a pretrained language model's pooled title vector
+(``newsrank.data.plm``: frozen, or its top ``plm_tune_last`` layers trained) -> dropout -> dense +
+ReLU into ``filters`` dims; the rest is unchanged (GRU too, which shares this news encoder).
+
 Defaults follow Microsoft Recommenders' ``lstur.yaml`` (400 filters, window 3, GRU size 400,
 attention hidden 200, dropout 0.2, ``ini``); the word dimension is that of the pretrained vectors
 when some are given.
@@ -44,11 +48,11 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, TextCNN
-from .base import ModelContext, NewsRecModel, word_embedding
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
-class CNNNewsConfig:
+class CNNNewsConfig(PLMOptions):
     """The news encoder settings of :class:`CNNNewsGRU` models (LSTUR and the GRU baseline)."""
 
     word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
@@ -73,12 +77,21 @@ class CNNNewsGRU(NewsRecModel):
 
     needs_history_vectors = False  # evaluation steps the GRU from the input projections alone
 
+    @classmethod
+    def adapt_config(cls, config: CNNNewsConfig, context: ModelContext, table=None) -> list[str]:
+        return adapt_plm_dim(config, table)
+
     def build_news_encoder(self, config: CNNNewsConfig, context: ModelContext) -> int:
         """Create the news encoder's layers; returns the news dimension D."""
-        self.words = word_embedding(context, config.word_dim)
+        check_news_encoder(config)
         self.dropout = nn.Dropout(config.dropout)
-        self.cnn = TextCNN(self.words.embedding_dim, config.filters, config.window)
-        self.title_pool = AdditiveAttention(config.filters, config.attention_hidden)
+        if config.news_encoder == "plm":  # the PLM's pooled title vector -> dropout -> dense + ReLU
+            self.plm_encoder = PLMEncoder(config)
+            self.plm_projection = nn.Linear(config.plm_dim, config.filters)
+        else:
+            self.words = word_embedding(context, config.word_dim)
+            self.cnn = TextCNN(self.words.embedding_dim, config.filters, config.window)
+            self.title_pool = AdditiveAttention(config.filters, config.attention_hidden)
         dim = config.filters
         if config.use_categories:
             self.categories = nn.Embedding(len(context.vocabs.categories), config.category_dim, padding_idx=PAD)
@@ -89,10 +102,13 @@ class CNNNewsGRU(NewsRecModel):
         return dim
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
-        mask = news.title != PAD  # [N, L]
-        x = self.dropout(self.words(news.title))  # [N, L, word_dim]
-        x = self.dropout(self.cnn(x, mask))  # [N, L, filters]
-        title = self.title_pool(x, mask)  # [N, filters]
+        if self.config.news_encoder == "plm":
+            title = torch.relu(self.plm_projection(self.dropout(self.plm_encoder(news))))  # [N, filters]
+        else:
+            mask = news.title != PAD  # [N, L]
+            x = self.dropout(self.words(news.title))  # [N, L, word_dim]
+            x = self.dropout(self.cnn(x, mask))  # [N, L, filters]
+            title = self.title_pool(x, mask)  # [N, filters]
         if not self.config.use_categories:
             return title
         return torch.cat(

@@ -7,9 +7,11 @@ News encoder, four views of a news item, each a vector of ``filters`` dims:
 - category view: category embedding -> dense + ReLU;
 - subcategory view: subcategory embedding -> dense + ReLU.
 
-With ``news_encoder: plm`` the title view is a frozen pretrained language model's pooled title
-vector (``newsrank.data.plm``, cached once per news item) -> dropout -> dense + ReLU; the body view
-stays on words.
+With ``news_encoder: plm`` the title view is a pretrained language model's pooled title vector
+(``newsrank.data.plm``: frozen and cached once per news item, or with ``plm_tune_last: N`` its top N
+layers trained over cached lower-layer states) -> dropout -> dense + ReLU; the body view stays on
+words, or with ``plm_views: title,body`` reads the abstract through the same PLM (and the same tuned
+layers) the same way.
 
 An additive attention over the four view vectors pools them into the news vector.
 User encoder: additive attention over the clicked-news vectors.
@@ -31,23 +33,20 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, TextCNN
-from ..data.plm import DEFAULT_PLM
-from .base import ModelContext, NewsRecModel, adapt_plm_dim, plm_vectors, word_embedding
+from ..data.plm import plm_views
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
-class NAMLConfig:
+class NAMLConfig(PLMOptions):
     word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
     filters: int = 400  # CNN filters; every view vector and the news/user vectors have this size
     window: int = 3  # CNN window (odd: 'same' padding)
     attention_hidden: int = 200  # hidden size of every additive attention (words, views, clicks)
     category_dim: int = 100  # category and subcategory embedding size
     dropout: float = 0.2  # on word embeddings and on CNN outputs
-    news_encoder: str = "words"  # title view: "words" (word vectors + CNN) or "plm" (frozen PLM title vector)
-    plm: str = DEFAULT_PLM  # news_encoder=plm: a packaged PLM's name or a transformers model folder
-    plm_title_len: int = 32  # news_encoder=plm: PLM tokens kept per title
-    plm_dim: int = 384  # news_encoder=plm: the PLM vectors' size (set from the data)
-    plm_digest: str = ""  # news_encoder=plm: hash of the PLM's files the model was trained on (set from the data)
+    plm_views: str = "title"  # news_encoder=plm: the views read through the PLM, "title" or "title,body"
+    plm_body_len: int = 64  # news_encoder=plm with the body view: PLM tokens kept per abstract
 
 
 class TextView(nn.Module):
@@ -80,7 +79,8 @@ class CategoryView(nn.Module):
 
 
 class PLMView(nn.Module):
-    """The title view with ``news_encoder: plm``: frozen PLM vector -> dropout -> dense + ReLU."""
+    """A text view with ``news_encoder: plm``: the PLM's pooled vector (frozen, or from the top layers
+    NAML's one ``plm_encoder`` tunes for both views) -> dropout -> dense + ReLU."""
 
     def __init__(self, config: NAMLConfig):
         super().__init__()
@@ -101,13 +101,16 @@ class NAML(NewsRecModel):
 
     def __init__(self, config: NAMLConfig, context: ModelContext):
         super().__init__()
-        if config.news_encoder not in ("words", "plm"):
-            raise ValueError(f"model.news_encoder must be 'words' or 'plm', got {config.news_encoder!r}")
+        check_news_encoder(config)
         self.config = config
         self.words = word_embedding(context, config.word_dim)
         dim = self.words.embedding_dim
-        self.title_view = PLMView(config) if config.news_encoder == "plm" else TextView(dim, config)
-        self.body_view = TextView(dim, config)
+        plm = config.news_encoder == "plm"
+        self.body_on_plm = plm and "body" in plm_views(config)
+        if plm:
+            self.plm_encoder = PLMEncoder(config)  # frozen vectors, or the top plm_tune_last layers (both views)
+        self.title_view = PLMView(config) if plm else TextView(dim, config)
+        self.body_view = PLMView(config) if self.body_on_plm else TextView(dim, config)
         self.category_view = CategoryView(len(context.vocabs.categories), config)
         self.subcategory_view = CategoryView(len(context.vocabs.subcategories), config)
         self.view_pool = AdditiveAttention(config.filters, config.attention_hidden)
@@ -121,9 +124,10 @@ class NAML(NewsRecModel):
         body_mask = news.abstract != PAD  # [N, La]
         views = torch.stack(
             [
-                self.title_view(plm_vectors(news)) if self.config.news_encoder == "plm"
+                self.title_view(self.plm_encoder(news, "title")) if self.config.news_encoder == "plm"
                 else self.title_view(self.words(news.title), title_mask),  # [N, filters]
-                self.body_view(self.words(news.abstract), body_mask),  # [N, filters]
+                self.body_view(self.plm_encoder(news, "body")) if self.body_on_plm
+                else self.body_view(self.words(news.abstract), body_mask),  # [N, filters]
                 self.category_view(news.category),  # [N, filters]
                 self.subcategory_view(news.subcategory),  # [N, filters]
             ],

@@ -12,6 +12,12 @@ User encoder: personalized attention over the clicked-news vectors with q_d. Sco
 Because q_w depends on the user, a news vector depends on who reads it: NPA sets
 ``user_conditioned_news`` and the trainer and evaluator encode each distinct (user, news) pair
 instead of each news item once. Users unseen in training share the ``<unk>`` row of the embedding.
+With ``news_encoder: plm`` the news vector is a pretrained language model's pooled title vector
+(``newsrank.data.plm``: frozen, or its top ``plm_tune_last`` layers trained) -> dropout -> dense +
+ReLU into ``filters`` dims. Deviation: a pooled vector has no words for q_w to attend over, so the
+word-level personalized attention is gone and news vectors no longer depend on the reader
+(``user_conditioned_news`` is off: each news item is encoded once); the news-level personalized
+attention of the user encoder stays.
 Defaults follow Microsoft Recommenders' ``npa.yaml`` (title 10 words, user dim 100, 400 filters).
 """
 
@@ -25,11 +31,11 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import PersonalizedAttention, TextCNN
-from .base import ModelContext, NewsRecModel, word_embedding
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
-class NPAConfig:
+class NPAConfig(PLMOptions):
     word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
     filters: int = 400  # CNN filters = news vector size
     window: int = 3  # CNN window (odd)
@@ -42,12 +48,24 @@ class NPA(NewsRecModel):
     config_class = NPAConfig
     user_conditioned_news = True
 
+    @classmethod
+    def adapt_config(cls, config: NPAConfig, context: ModelContext, table=None) -> list[str]:
+        return adapt_plm_dim(config, table)
+
     def __init__(self, config: NPAConfig, context: ModelContext):
         super().__init__()
+        check_news_encoder(config)
         self.config = config
-        self.words = word_embedding(context, config.word_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.cnn = TextCNN(self.words.embedding_dim, config.filters, config.window)
+        if config.news_encoder == "plm":
+            # One pooled vector per news: no words left to attend over, so the news vector no longer
+            # depends on its reader (the click-level personalized attention stays).
+            self.user_conditioned_news = False
+            self.plm_encoder = PLMEncoder(config)
+            self.plm_projection = nn.Linear(config.plm_dim, config.filters)
+        else:
+            self.words = word_embedding(context, config.word_dim)
+            self.cnn = TextCNN(self.words.embedding_dim, config.filters, config.window)
         self.user_ids = nn.Embedding(len(context.vocabs.users), config.user_dim, padding_idx=PAD)
         self.word_query = nn.Sequential(nn.Linear(config.user_dim, config.attention_hidden), nn.ReLU())
         self.news_query = nn.Sequential(nn.Linear(config.user_dim, config.attention_hidden), nn.ReLU())
@@ -55,6 +73,8 @@ class NPA(NewsRecModel):
         self.click_pool = PersonalizedAttention(config.filters, config.attention_hidden)
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.news_encoder == "plm":
+            return torch.relu(self.plm_projection(self.dropout(self.plm_encoder(news))))  # [N, filters]
         if users is None:
             raise ValueError("NPA reads news through a user: encode_news needs the user of every row")
         mask = news.title != PAD  # [N, L]

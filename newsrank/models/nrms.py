@@ -7,9 +7,10 @@ self-attention's Q/K/V projections read each news vector alone, so they are comp
 item (``history_features``), not once per history slot.
 Score: dot product of user and candidate vectors. Padding is masked at every attention.
 
-With ``news_encoder: plm`` the title view is a frozen pretrained language model's pooled title
-vector (``newsrank.data.plm``, cached once per news item) -> dropout -> linear -> tanh into the
-same heads x head_dim news vector; the user encoder is unchanged.
+With ``news_encoder: plm`` the title view is a pretrained language model's pooled title vector
+(``newsrank.data.plm``: frozen and cached once per news item, or with ``plm_tune_last: N`` its top N
+layers trained over cached lower-layer states) -> dropout -> linear -> tanh into the same
+heads x head_dim news vector; the user encoder is unchanged.
 
 Defaults follow Microsoft Recommenders' ``nrms.yaml`` (20 heads x 20, attention hidden 200,
 dropout 0.2); the word dimension is that of the pretrained vectors when some are given.
@@ -25,22 +26,16 @@ from torch import nn
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.vocab import PAD
 from ..layers import AdditiveAttention, MultiHeadSelfAttention
-from ..data.plm import DEFAULT_PLM
-from .base import ModelContext, NewsRecModel, adapt_plm_dim, plm_vectors, word_embedding
+from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
 
 
 @dataclass
-class NRMSConfig:
+class NRMSConfig(PLMOptions):
     word_dim: int = 300  # word embedding size without pretrained vectors (else theirs)
     heads: int = 20  # self-attention heads, news and user level
     head_dim: int = 20  # size of each head; news vectors have heads * head_dim dims
     attention_hidden: int = 200  # hidden size of the additive attention pooling
     dropout: float = 0.2  # on word embeddings and on self-attention outputs
-    news_encoder: str = "words"  # "words" (word embeddings, e.g. GloVe, + self-attention) or "plm" (frozen PLM)
-    plm: str = DEFAULT_PLM  # news_encoder=plm: a packaged PLM's name or a transformers model folder
-    plm_title_len: int = 32  # news_encoder=plm: PLM tokens kept per title
-    plm_dim: int = 384  # news_encoder=plm: the PLM vectors' size (set from the data)
-    plm_digest: str = ""  # news_encoder=plm: hash of the PLM's files the model was trained on (set from the data)
 
 
 class NRMS(NewsRecModel):
@@ -53,12 +48,12 @@ class NRMS(NewsRecModel):
 
     def __init__(self, config: NRMSConfig, context: ModelContext):
         super().__init__()
-        if config.news_encoder not in ("words", "plm"):
-            raise ValueError(f"model.news_encoder must be 'words' or 'plm', got {config.news_encoder!r}")
+        check_news_encoder(config)
         self.config = config
         self.dropout = nn.Dropout(config.dropout)
         dim = config.heads * config.head_dim
         if config.news_encoder == "plm":
+            self.plm_encoder = PLMEncoder(config)  # frozen vectors, or the top plm_tune_last layers
             self.plm_projection = nn.Linear(config.plm_dim, dim)
         else:
             self.words = word_embedding(context, config.word_dim)
@@ -69,7 +64,7 @@ class NRMS(NewsRecModel):
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.news_encoder == "plm":
-            return torch.tanh(self.plm_projection(self.dropout(plm_vectors(news))))  # [N, heads * head_dim]
+            return torch.tanh(self.plm_projection(self.dropout(self.plm_encoder(news))))  # [N, heads * head_dim]
         mask = news.title != PAD  # [N, L]
         x = self.dropout(self.words(news.title))  # [N, L, word_dim]
         x = self.dropout(self.title_attention(x, mask))  # [N, L, heads * head_dim]

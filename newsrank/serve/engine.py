@@ -38,6 +38,7 @@ from ..checkpoint import Checkpoint, load_checkpoint, resolve_run
 from ..data.batching import NewsFeatures, UserInputs
 from ..data.dataset import NewsTable, build_news_table
 from ..data.mind import NewsRecord, iter_behaviors, read_news
+from ..data.plm import attach_plm_records, replace_token_rows
 from ..data.vocab import PAD, UNK, tokenize
 from ..evaluate import eval_mode
 from .explain import NotExplainable, explain  # noqa: F401 (NotExplainable: for the HTTP layer)
@@ -128,16 +129,27 @@ class Engine:
                 records[row] = record
             changed.append(row)
         fresh = build_news_table({r.news_id: r for r in new}, self.vocabs, self.config.data)  # row 0 = padding
+        # news_encoder=plm: the PLM's title vectors or lower-layer token states of the new rows, as evaluate
+        # attaches them (and checked against the PLM the model was trained on); cached for the first pool only
+        attach_plm_records(fresh, [None] + new, self.config.model, use_cache=old is None)
         if old is None:
             table = fresh
         else:
             arrays = {}
-            for name in ("title", "abstract", "category", "subcategory", "entities", "title_word_entities"):
+            for name in ("title", "abstract", "category", "subcategory", "entities", "title_word_entities", "plm",
+                         "plm_body"):
                 previous = getattr(old.table, name)
+                if previous is None:  # (plm, plm_body: only for models with frozen PLM vectors)
+                    continue
                 grown = np.zeros((len(records), *previous.shape[1:]), dtype=previous.dtype)
                 grown[: len(previous)] = previous
                 grown[changed] = getattr(fresh, name)[1:]
                 arrays[name] = grown
+            for states, offsets in (("plm_states", "plm_offsets"), ("plm_body_states", "plm_body_offsets")):
+                if getattr(old.table, states) is not None:  # plm_tune_last: ragged token states
+                    arrays[states], arrays[offsets] = replace_token_rows(
+                        getattr(old.table, states), getattr(old.table, offsets), len(records), changed,
+                        getattr(fresh, states), getattr(fresh, offsets))
             table = NewsTable(news_ids=[""] + [r.news_id for r in records[1:]], **arrays)
         features = NewsFeatures.from_table(table)
         vectors = history_table = None
@@ -366,8 +378,6 @@ def load_engine(run: str | Path, news_path: str | Path, behaviors_path: str | Pa
     start = time.perf_counter()
     folder = resolve_run(run)
     checkpoint = load_checkpoint(folder)
-    if getattr(checkpoint.config.model, "news_encoder", None) == "plm":  # its news table needs PLM vectors
-        raise ValueError(f"{folder}: serving a news_encoder=plm model is not supported yet (evaluate/predict are)")
     engine = Engine(checkpoint, read_news(news_path), candidate_pool=candidate_pool, run=folder)
     if behaviors_path is not None:
         engine.load_users(behaviors_path)

@@ -47,6 +47,13 @@ class NotExplainable(ValueError):
 def attention_modules(model) -> tuple[str | None, str | None]:
     """(submodule path of the pooling over a title's words, of the pooling over the clicked news);
     None where the model has none."""
+    words, clicks = _attention_modules(model)
+    if getattr(getattr(model, "config", None), "news_encoder", "words") == "plm":
+        words = None  # a mean-pooled PLM title vector: no attention over the title's words
+    return words, clicks
+
+
+def _attention_modules(model) -> tuple[str | None, str | None]:
     if isinstance(model, NRMS):
         return "title_pool", "click_pool"
     if isinstance(model, NAML):
@@ -109,8 +116,10 @@ def explain(engine, pool, inputs, vectors: torch.Tensor, row: int, score: float)
     """The explanation of news ``row``'s ``score`` for the user of ``inputs`` (see the module doc)."""
     model = engine.model
     if not explainable(model):
-        raise NotExplainable(f"{type(model).__name__} computes no attention weights to explain with "
-                                  f"(it scores by a CNN over word-similarity cubes)")
+        why = ("its titles are mean-pooled PLM vectors and its user side is a GRU"
+               if getattr(model.config, "news_encoder", "words") == "plm"
+               else "it scores by a CNN over word-similarity cubes")
+        raise NotExplainable(f"{type(model).__name__} computes no attention weights to explain with ({why})")
     words_path, clicks_path = attention_modules(model)
     history = inputs.history[0]  # [H]
     real = (history != PAD).nonzero().squeeze(1).tolist()  # history slots with a click
