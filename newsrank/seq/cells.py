@@ -275,12 +275,23 @@ class PhasedLSTMCell(LSTMCell):
         return h, (h, c)
 
 
+#: the inner squashing σ_Δt of the time gates: tanh (the official code's) or sigmoid (the first version's)
+TIME_GATE_INNER = ("tanh", "sigmoid")
+
+
 class _TimeGatedCell(TimeCell):
     """Base of Time-LSTM 1/2/3: the time gates ("t", "t1", "t2": the gates after the recurrent
     ones) and the Δt term of the output gate, all computed in :meth:`project_inputs`::
 
-        T_k = σ(x W_xk + σ(Δt W_tk) + b_k)       (no h term: they depend on x and Δt only)
+        T_k = σ(x W_xk + σ_Δt(Δt W_tk) + b_k)    (no h term: they depend on x and Δt only)
         o-gate pre-activation += Δt W_to
+
+    σ_Δt, the paper's inner squashing of the time term, is ``inner``: ``tanh`` (default) as in the
+    official code (``tgate.TimeGate(nonlinearity_inside=tanh)``), or ``sigmoid`` (this package's
+    first version, kept so that its checkpoints score as they did). tanh is centred: at Δt = 0 the
+    time term is 0 whatever W_tk, and it moves the gate's pre-activation over (−1, 1) instead of
+    sigmoid's (0, 1), so Δt can open or shut a gate twice as far; with W_t1 ≤ 0 and Δt ≥ 0,
+    tanh(Δt W_t1) ∈ (−1, 0] (sigmoid: (0, 0.5]).
 
     W_tk and W_to are [1, H] row vectors (parameters ``w_tt`` for gate "t", ``w_t2``, ``w_to``).
     Time gates named in ``nonpositive`` have W_tk = −softplus(v_tk) with v_tk (``v_t1``) free, so
@@ -288,6 +299,12 @@ class _TimeGatedCell(TimeCell):
     """
 
     nonpositive: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, input_size: int, hidden_size: int, inner: str = "tanh"):
+        if inner not in TIME_GATE_INNER:
+            raise ValueError(f"inner (the time gates' σ_Δt) must be one of {', '.join(TIME_GATE_INNER)}, got {inner!r}")
+        self.inner = inner  # a plain attribute: no parameters, so old state dicts load unchanged
+        super().__init__(input_size, hidden_size)
 
     def _extra_parameters(self) -> None:
         for g in self.time_gate_names:
@@ -331,7 +348,8 @@ class _TimeGatedCell(TimeCell):
             if gate in self.recurrent_gates:
                 continue
             w = self.time_weight(gate)  # [1, H]
-            blocks[k] = torch.sigmoid(blocks[k] + torch.sigmoid(dt * w))  # T_k [..., H]
+            squashed = torch.tanh(dt * w) if self.inner == "tanh" else torch.sigmoid(dt * w)  # σ_Δt(Δt W_tk) [..., H]
+            blocks[k] = torch.sigmoid(blocks[k] + squashed)  # T_k [..., H]
         return torch.cat(blocks, dim=-1)  # [..., G * H]: recurrent pre-activations, then T's
 
     def _time_gates(self, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -344,7 +362,7 @@ class TimeLSTM1Cell(_TimeGatedCell):
 
         i = σ(x W_xi + h_prev W_hi + w_ci ⊙ c_prev + b_i)
         f = σ(x W_xf + h_prev W_hf + w_cf ⊙ c_prev + b_f)
-        T = σ(x W_xt + σ(Δt W_tt) + b_t)
+        T = σ(x W_xt + σ_Δt(Δt W_tt) + b_t)      (σ_Δt: tanh, see _TimeGatedCell)
         c = f ⊙ c_prev + i ⊙ T ⊙ tanh(x W_xc + h_prev W_hc + b_c)
         o = σ(x W_xo + Δt W_to + h_prev W_ho + w_co ⊙ c + b_o)
         h = o ⊙ tanh(c)
@@ -370,8 +388,8 @@ class TimeLSTM2Cell(_TimeGatedCell):
 
         i  = σ(x W_xi + h_prev W_hi + w_ci ⊙ c_prev + b_i)
         f  = σ(x W_xf + h_prev W_hf + w_cf ⊙ c_prev + b_f)
-        T1 = σ(x W_x1 + σ(Δt W_t1) + b_1),   W_t1 ≤ 0
-        T2 = σ(x W_x2 + σ(Δt W_t2) + b_2)
+        T1 = σ(x W_x1 + σ_Δt(Δt W_t1) + b_1),   W_t1 ≤ 0
+        T2 = σ(x W_x2 + σ_Δt(Δt W_t2) + b_2)
         g  = tanh(x W_xc + h_prev W_hc + b_c)
         c̃  = f ⊙ c_prev + i ⊙ T1 ⊙ g          (this step's output only)
         c  = f ⊙ c_prev + i ⊙ T2 ⊙ g          (carried to the next step)
@@ -409,8 +427,8 @@ class TimeLSTM3Cell(_TimeGatedCell):
     """Time-LSTM 3: Time-LSTM 2 with coupled input and forget gates (no f gate)::
 
         i  = σ(x W_xi + h_prev W_hi + w_ci ⊙ c_prev + b_i)
-        T1 = σ(x W_x1 + σ(Δt W_t1) + b_1),   W_t1 ≤ 0 (reparameterised, see TimeLSTM2Cell)
-        T2 = σ(x W_x2 + σ(Δt W_t2) + b_2)
+        T1 = σ(x W_x1 + σ_Δt(Δt W_t1) + b_1),   W_t1 ≤ 0 (reparameterised, see TimeLSTM2Cell)
+        T2 = σ(x W_x2 + σ_Δt(Δt W_t2) + b_2)
         g  = tanh(x W_xc + h_prev W_hc + b_c)
         c̃  = (1 − i ⊙ T1) ⊙ c_prev + i ⊙ T1 ⊙ g
         c  = (1 − i) ⊙ c_prev + i ⊙ T2 ⊙ g     (carried to the next step)

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .cells import CELLS, PhasedLSTMCell, TimeCell
+from .cells import CELLS, TIME_GATE_INNER, PhasedLSTMCell, TimeCell, _TimeGatedCell
 
 
 @dataclass
@@ -38,6 +38,7 @@ class SeqModelConfig:
     plstm_period_min: float | None = None  # PLSTM: periods init log-uniform in [min, max], in the clock's units
     plstm_period_max: float | None = None  # (seconds); None: chosen by the trainer from the training log's gaps
     plstm_gap_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.9])  # which gap quantiles set [min, max]
+    time_gate_inner: Literal["tanh", "sigmoid"] = "tanh"  # Time-LSTM 1/2/3: σ_Δt of the time gates (tanh: the official code's; sigmoid: the first version's)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -60,6 +61,8 @@ class SeqModelConfig:
             raise ValueError(f"plstm_period_min must be > 0, got {low}")
         if low is not None and high < low:
             raise ValueError(f"plstm_period_max must be >= plstm_period_min ({low}), got {high}")
+        if self.time_gate_inner not in TIME_GATE_INNER:
+            raise ValueError(f"time_gate_inner must be one of {', '.join(TIME_GATE_INNER)}, got {self.time_gate_inner!r}")
         q = self.plstm_gap_quantiles
         if len(q) != 2 or not 0.0 <= q[0] <= q[1] <= 1.0:
             raise ValueError(f"plstm_gap_quantiles must be [low, high] with 0 <= low <= high <= 1, got {q}")
@@ -80,7 +83,10 @@ def build_cell(config: SeqModelConfig) -> TimeCell:
             learn_r_on=config.plstm_learn_r_on,
             leak_at_eval=config.plstm_leak_at_eval,
         )
-    return CELLS[config.cell](config.embedding_dim, config.hidden)
+    cls = CELLS[config.cell]
+    if issubclass(cls, _TimeGatedCell):
+        return cls(config.embedding_dim, config.hidden, inner=config.time_gate_inner)
+    return cls(config.embedding_dim, config.hidden)
 
 
 class TimeSequenceModel(nn.Module):
