@@ -246,6 +246,30 @@ def test_plstm_closed_unit_keeps_its_state_in_eval_and_leaks_in_train():
     torch.testing.assert_close(h_out, h, atol=0.05, rtol=0)
 
 
+def test_plstm_candidate_readout_outputs_the_event_response_and_carries_the_gated_state():
+    """readout=candidate: the step outputs h̃ (the peephole LSTM's step from the carried state),
+    also for a closed unit; the state carried on is the gated (h, c), as with readout=gated."""
+    x, dt, _, h, c = _inputs()
+    t = torch.tensor([5.0, 0.6], dtype=torch.float64)  # unit 0 (shift 0): closed at 5.0, opening at 0.6
+    gated = _randomize(_plstm_fixed(r_on=0.2, leak=0.01))
+    candidate = PhasedLSTMCell(E, H, r_on=0.2, leak=0.01, leak_at_eval=False, readout="candidate").double()
+    candidate.load_state_dict(gated.state_dict())
+    gated.eval(), candidate.eval()
+    out_g, (h_g, c_g) = gated(x, dt, t, (h, c))
+    out_c, (h_c, c_c) = candidate(x, dt, t, (h, c))
+    h_tilde, _ = ref_lstm(_params(candidate), _np(x), _np(h), _np(c))
+    np.testing.assert_allclose(_np(out_c), h_tilde, atol=1e-10, rtol=0)
+    torch.testing.assert_close(h_c, h_g)  # the same carried state
+    torch.testing.assert_close(c_c, c_g)
+    torch.testing.assert_close(out_g, h_g)  # gated: the output is the carried h
+    torch.testing.assert_close(out_g[0, 0], h[0, 0])  # closed unit: gated output = what it held
+    assert not torch.isclose(out_c[0, 0], h[0, 0])  # candidate: it still answers the event
+    with pytest.raises(ValueError, match="readout"):
+        PhasedLSTMCell(E, H, readout="open")
+    with pytest.raises(ValueError, match="plstm_readout"):
+        SeqModelConfig(cell="plstm", plstm_readout="open")
+
+
 def test_plstm_init_ranges_and_config():
     torch.manual_seed(0)
     cell = PhasedLSTMCell(E, 64, period_range=(1.0, 20.0))

@@ -173,6 +173,10 @@ class LSTMTCell(LSTMCell):
         return self.x_proj(x)  # [..., 4H]
 
 
+#: what PLSTM's step outputs: the gated h (Neil et al.) or the candidate h̃ (see PhasedLSTMCell)
+PLSTM_READOUTS = ("gated", "candidate")
+
+
 class PhasedLSTMCell(LSTMCell):
     """Phased LSTM (Neil et al., NIPS 2016) on the peephole LSTM, driven by a clock t: the time of
     the current event since the user's first event, as the Time-LSTM paper's PLSTM baseline. Per
@@ -201,6 +205,14 @@ class PhasedLSTMCell(LSTMCell):
     Leak: Neil et al. switch it off at test time; the official Time-LSTM code keeps it on (its
     prediction function is built without ``deterministic``). ``leak_at_eval`` (default True, the
     official code's) picks; with it on, training and evaluation compute the same function.
+
+    Readout (what the step *outputs*, i.e. what scores the next item; the carried state is the
+    gated (h, c) either way): ``gated`` (Neil et al. and the official code) outputs the gated h, so
+    a unit closed at this event outputs what it held before it, and on average only r_on of the
+    units (exactly: the share whose phase is < r_on, whatever the periods and shifts, since the
+    shifts are uniform) react to the event just read; ``candidate`` outputs h̃, the peephole LSTM's
+    response to this event from the carried state, as Time-LSTM 2/3 output c̃ (this step) while
+    carrying c (later steps): the phase gates what is *remembered*, not what the event says now.
     """
 
     def __init__(
@@ -212,7 +224,10 @@ class PhasedLSTMCell(LSTMCell):
         period_range: tuple[float, float] = (1.0, 20.0),
         learn_r_on: bool = False,
         leak_at_eval: bool = True,
+        readout: str = "gated",
     ):
+        if readout not in PLSTM_READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(PLSTM_READOUTS)}, got {readout!r}")
         if not 0.0 < r_on <= 1.0:
             raise ValueError(f"r_on must be in (0, 1], got {r_on}")
         if leak < 0:
@@ -222,6 +237,7 @@ class PhasedLSTMCell(LSTMCell):
         # plain attributes, set first: reset_parameters (run by TimeCell.__init__) reads them
         self.r_on_init, self.leak = float(r_on), float(leak)
         self.learn_r_on, self.leak_at_eval = bool(learn_r_on), bool(leak_at_eval)
+        self.readout = readout
         self.period_range = (float(period_range[0]), float(period_range[1]))
         super().__init__(input_size, hidden_size)
 
@@ -272,7 +288,8 @@ class PhasedLSTMCell(LSTMCell):
         h_tilde, c_tilde = self._peephole_lstm(p, h_prev, c_prev)
         c = k * c_tilde + (1.0 - k) * c_prev
         h = k * h_tilde + (1.0 - k) * h_prev
-        return h, (h, c)
+        out = h_tilde if self.readout == "candidate" else h  # [B, H] what this step says (see Readout)
+        return out, (h, c)
 
 
 #: the inner squashing σ_Δt of the time gates: tanh (the official code's) or sigmoid (the first version's)
