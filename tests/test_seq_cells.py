@@ -264,6 +264,14 @@ def test_plstm_candidate_readout_outputs_the_event_response_and_carries_the_gate
     torch.testing.assert_close(out_g, h_g)  # gated: the output is the carried h
     torch.testing.assert_close(out_g[0, 0], h[0, 0])  # closed unit: gated output = what it held
     assert not torch.isclose(out_c[0, 0], h[0, 0])  # candidate: it still answers the event
+    # the model's default is candidate (the cell's own default, Neil et al.'s, is gated); old run
+    # headers, written before the option, load as gated and old Time-LSTM ones with sigmoid
+    assert SeqModelConfig().plstm_readout == "candidate" and PhasedLSTMCell(E, H).readout == "gated"
+    model = TimeSequenceModel(SeqModelConfig(cell="plstm", plstm_period_min=1.0, plstm_period_max=2.0), 5)
+    assert model.cell.readout == "candidate"
+    from newsrank.seq.checkpoint import config_from_header
+    old = config_from_header({"config": {"model": {"cell": "plstm"}}}, "old/checkpoint.json")
+    assert (old.model.plstm_readout, old.model.time_gate_inner) == ("gated", "sigmoid")
     with pytest.raises(ValueError, match="readout"):
         PhasedLSTMCell(E, H, readout="open")
     with pytest.raises(ValueError, match="plstm_readout"):

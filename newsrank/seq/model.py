@@ -38,7 +38,7 @@ class SeqModelConfig:
     plstm_period_min: float | None = None  # PLSTM: periods init log-uniform in [min, max], in the clock's units
     plstm_period_max: float | None = None  # (seconds); None: chosen by the trainer from the training log's gaps
     plstm_gap_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.9])  # which gap quantiles set [min, max]
-    plstm_readout: Literal["gated", "candidate"] = "gated"  # PLSTM: each step outputs the gated h (Neil et al.) or the candidate h̃ (the state carried stays gated)
+    plstm_readout: Literal["gated", "candidate"] = "candidate"  # PLSTM: each step outputs the candidate h̃ (the state carried stays gated) or the gated h (Neil et al.; old runs)
     time_gate_inner: Literal["tanh", "sigmoid"] = "tanh"  # Time-LSTM 1/2/3: σ_Δt of the time gates (tanh: the official code's; sigmoid: the first version's)
 
     def __post_init__(self) -> None:
