@@ -13,7 +13,8 @@ paper, and runs ONE step::
 * ``t`` [B]: the time of the step since the user's first event (PLSTM's time input, as for the
   paper's PLSTM baseline): raw seconds (float64) on PLSTM's linear clock, else the scaled
   ``since_first``;
-* ``state``: ``(h, c)``, each [B, H] (None: zeros). ``h`` is also the step's output.
+* ``state``: ``(h, c)``, each [B, H] (None: zeros). ``h`` is also the step's output (PLSTM with
+  ``readout=candidate``, the next-item model's default, outputs its candidate h̃ instead).
 
 Row vectors such as W_tt, W_to multiply the *scalar* Δt, so they are stored as [1, H].
 
