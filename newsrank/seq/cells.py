@@ -104,6 +104,12 @@ class TimeCell(nn.Module):
         """Width of the leading part of :meth:`project_inputs`' output that ``h_proj`` adds to."""
         return len(self.recurrent_gates) * self.hidden_size
 
+    def clock_parameters(self) -> list[nn.Parameter]:
+        """Parameters of a clock read in raw time (PLSTM's periods, shifts, r_on): their gradients
+        scale with the time elapsed and are clipped apart from the rest (see the trainer's
+        :func:`newsrank.seq.train.clip_gradients`). None for the other cells."""
+        return []
+
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
         zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
         return zeros, zeros
@@ -259,6 +265,12 @@ class PhasedLSTMCell(LSTMCell):
             if self.learn_r_on:
                 r = min(self.r_on_init, 1.0 - 1e-4)
                 self.r_on_logit.fill_(math.log(r / (1.0 - r)))
+
+    def clock_parameters(self) -> list[nn.Parameter]:
+        """log τ, s (and r_on's logit when learned). ∂φ/∂log τ = −(t − s)/τ, the number of periods
+        elapsed: on MovieLens (t up to years, τ from 3 s) the gradient of log τ is ~1e5 against
+        ~0.03 for every other parameter."""
+        return [self.log_tau, self.shift] + ([self.r_on_logit] if self.learn_r_on else [])
 
     @property
     def r_on(self) -> torch.Tensor:
