@@ -14,7 +14,9 @@ and benchmarks on it. ``--constant`` also evaluates every trained model with
 from time) and adds a second table, Recall@K by the gap to the target (< 1 min, 1 min-1 h,
 1 h-1 day, > 1 day), real Δt -> constant Δt. ``--set protocol=paper`` trains with the paper's
 protocol (``configs/seq_paper.yaml``; with ``--epochs`` fewer than its 50). With ``--readme benchmarks/RESULTS.md --marker NAME`` the block between
-``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` is replaced by this run's table.
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` is replaced by this run's table. ``--seeds 42 1 2``
+trains every model once per training seed and prints Recall@K per seed and its mean ± sd instead
+(one run's differences of a few thousandths are within the spread between seeds).
 """
 
 from __future__ import annotations
@@ -146,6 +148,32 @@ def gap_table(rows: list[dict], k: int) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(by_seed: dict[int, list[dict]], k: int) -> str:
+    """Full and sampled Recall@K of each model for every training seed, their mean ± sample standard
+    deviation, and the mean's difference to the LSTM's (when the LSTM is among the models)."""
+    import statistics
+
+    seeds = list(by_seed)
+    models = [r["model"] for r in by_seed[seeds[0]] if "by_gap" in r]
+    key = f"recall@{k}"
+
+    def values(model: str, protocol: str) -> list[float]:
+        return [next(r for r in by_seed[s] if r["model"] == model)[protocol][key] for s in seeds]
+
+    def spread(v: list[float]) -> str:
+        return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
+    lstm = statistics.mean(values("lstm", "full")) if "lstm" in models else None
+    lines = [f"| model | full Recall@{k}, seeds {', '.join(map(str, seeds))} | full Recall@{k}, mean ± sd | "
+             f"mean - LSTM's | sampled Recall@{k}, mean ± sd |", "|---|---|---|---|---|"]
+    for model in models:
+        full = values(model, "full")
+        diff = "-" if lstm is None or model == "lstm" else f"{statistics.mean(full) - lstm:+.4f}"
+        lines.append(f"| {model} | {' / '.join(f'{v:.3f}' for v in full)} | {spread(full)} | {diff} | "
+                     f"{spread(values(model, 'sampled'))} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=Path, default=ROOT.parent / "shared" / "data" / "mlsmall" / "ratings.csv")
@@ -162,6 +190,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--readme", type=Path, help="Markdown file (benchmarks/RESULTS.md) whose block named by --marker this table replaces")
     parser.add_argument("--marker", default="seq-results")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="train every model once per training seed (`--set seed=N`, runs in OUT/seedN) and print "
+                             "the mean ± sd of Recall@K over the seeds instead of one run's tables")
     args = parser.parse_args()
 
     events, fmt = args.events, args.format
@@ -170,6 +201,31 @@ def main() -> None:
         events, fmt = args.out / "synthetic.csv", "csv"
         if not (args.reuse and events.is_file()):
             newsrank("seq", "synth", "--out", str(events), "-q")
+    if args.seeds:
+        by_seed = {}
+        for seed in args.seeds:
+            overrides = [*args.set, f"seed={seed}"]
+            by_seed[seed] = []
+            for model in args.models:
+                print(f"# {model}, seed {seed}: {args.epochs} epoch(s) on {events} ...", file=sys.stderr, flush=True)
+                by_seed[seed].append(bench_model(model, events, fmt, args.out / f"seed{seed}", args.epochs, overrides,
+                                                 reuse=args.reuse))
+                print(json.dumps(by_seed[seed][-1]), file=sys.stderr, flush=True)
+        k = min(by_seed[args.seeds[0]][0]["full"], key=len).split("@")[1]
+        command = "python benchmarks/bench_seq.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        first = by_seed[args.seeds[0]][0]
+        source = "the synthetic log of `newsrank seq synth`" if args.synthetic else f"`{events.name}`"
+        text = (seeds_table(by_seed, int(k)) + f"\n\nData: {source}, {first['items']} items, {first['split']} split, "
+                f"{first['targets']} test targets; {args.epochs} epochs; training seeds {', '.join(map(str, args.seeds))} "
+                f"(the log is the same). Commit {commit()}; machine: {machine()}.\nMade by: `{command}`")
+        print(text)
+        if args.json:
+            args.json.write_text(json.dumps({"seeds": {str(s): r for s, r in by_seed.items()}, "commit": commit(),
+                                             "machine": machine(), "command": command}, indent=2))
+        if args.readme:
+            update_readme(args.readme, text, args.marker)
+        return
+
     rows = [popularity_row(events, fmt, args.set)]
     for model in args.models:
         print(f"# {model}: {args.epochs} epoch(s) on {events} ...", file=sys.stderr, flush=True)

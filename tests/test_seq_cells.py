@@ -91,27 +91,28 @@ def ref_plstm(P, x, t, h, c, r_on, leak):
     return k * h_tilde + (1 - k) * h, k * c_tilde + (1 - k) * c
 
 
-def ref_tlstm1(P, x, dt, h, c):
+def ref_tlstm1(P, x, dt, h, c, inner=np.tanh):
+    """inner: σ_Δt, the time term's squashing (tanh as the official code; sig for the first version)."""
     d = dt[:, None]
     i = sig(x @ P["Wxi"] + h @ P["Whi"] + P["w_ci"] * c + P["bi"])
     f = sig(x @ P["Wxf"] + h @ P["Whf"] + P["w_cf"] * c + P["bf"])
-    T = sig(x @ P["Wxt"] + sig(d * P["w_tt"]) + P["bt"])
+    T = sig(x @ P["Wxt"] + inner(d * P["w_tt"]) + P["bt"])
     c_new = f * c + i * T * np.tanh(x @ P["Wxc"] + h @ P["Whc"] + P["bc"])
     o = sig(x @ P["Wxo"] + d * P["w_to"] + h @ P["Who"] + P["w_co"] * c_new + P["bo"])
     return o * np.tanh(c_new), c_new
 
 
-def _t1_t2(P, x, d):
-    T1 = sig(x @ P["Wxt1"] + sig(d * P["w_t1"]) + P["bt1"])
-    T2 = sig(x @ P["Wxt2"] + sig(d * P["w_t2"]) + P["bt2"])
+def _t1_t2(P, x, d, inner):
+    T1 = sig(x @ P["Wxt1"] + inner(d * P["w_t1"]) + P["bt1"])
+    T2 = sig(x @ P["Wxt2"] + inner(d * P["w_t2"]) + P["bt2"])
     return T1, T2
 
 
-def ref_tlstm2(P, x, dt, h, c):
+def ref_tlstm2(P, x, dt, h, c, inner=np.tanh):
     d = dt[:, None]
     i = sig(x @ P["Wxi"] + h @ P["Whi"] + P["w_ci"] * c + P["bi"])
     f = sig(x @ P["Wxf"] + h @ P["Whf"] + P["w_cf"] * c + P["bf"])
-    T1, T2 = _t1_t2(P, x, d)
+    T1, T2 = _t1_t2(P, x, d, inner)
     g = np.tanh(x @ P["Wxc"] + h @ P["Whc"] + P["bc"])
     c_tilde = f * c + i * T1 * g
     c_new = f * c + i * T2 * g
@@ -119,10 +120,10 @@ def ref_tlstm2(P, x, dt, h, c):
     return o * np.tanh(c_tilde), c_new
 
 
-def ref_tlstm3(P, x, dt, h, c):
+def ref_tlstm3(P, x, dt, h, c, inner=np.tanh):
     d = dt[:, None]
     i = sig(x @ P["Wxi"] + h @ P["Whi"] + P["w_ci"] * c + P["bi"])
-    T1, T2 = _t1_t2(P, x, d)
+    T1, T2 = _t1_t2(P, x, d, inner)
     g = np.tanh(x @ P["Wxc"] + h @ P["Whc"] + P["bc"])
     c_tilde = (1 - i * T1) * c + i * T1 * g
     c_new = (1 - i) * c + i * T2 * g
@@ -149,6 +150,36 @@ def test_one_step_matches_hand_computation(name, train):
     np.testing.assert_allclose(_np(h_out), want_h, atol=1e-6, rtol=0)
     np.testing.assert_allclose(_np(h_state), want_h, atol=1e-6, rtol=0)
     np.testing.assert_allclose(_np(c_state), want_c, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tlstm1", "tlstm2", "tlstm3"])
+def test_time_gate_inner_squashing_tanh_by_default_sigmoid_for_old_runs(name):
+    """σ_Δt is tanh by default (the official code's TimeGate), sigmoid on request (the first
+    version's, which old checkpoints get); the two differ, and at Δt = 0 tanh's time term is 0."""
+    x, dt, t, h, c = _inputs()
+    refs = {"tlstm1": ref_tlstm1, "tlstm2": ref_tlstm2, "tlstm3": ref_tlstm3}
+    assert CELLS[name](E, H).inner == "tanh"
+    outputs = {}
+    for inner, fn in (("tanh", np.tanh), ("sigmoid", sig)):
+        cell = _randomize(CELLS[name](E, H, inner=inner).double())
+        h_out, (_, c_state) = cell(x, dt, t, (h, c))
+        want_h, want_c = refs[name](_params(cell), *(_np(v) for v in (x, dt, h, c)), inner=fn)
+        np.testing.assert_allclose(_np(h_out), want_h, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(_np(c_state), want_c, atol=1e-6, rtol=0)
+        outputs[inner] = _np(h_out)
+    assert not np.allclose(outputs["tanh"], outputs["sigmoid"])
+    cell = _randomize(CELLS[name](E, H).double())
+    p = cell.project_inputs(x, torch.zeros(B, dtype=torch.float64), t)
+    gates = p[..., cell.recurrent_width :]  # the T's at Δt = 0: σ(x W_x + 0 + b)
+    P = _params(cell)
+    for k, g in enumerate(cell.time_gate_names):
+        np.testing.assert_allclose(_np(gates[..., k * H : (k + 1) * H]), sig(_np(x) @ P[f"Wx{g}"] + P[f"b{g}"]), atol=1e-12)
+    with pytest.raises(ValueError, match="inner"):
+        CELLS[name](E, H, inner="relu")
+    with pytest.raises(ValueError, match="time_gate_inner"):
+        SeqModelConfig(cell=name, time_gate_inner="relu")
+    model = TimeSequenceModel(SeqModelConfig(cell=name, time_gate_inner="sigmoid", embedding_dim=E, hidden=H), 5)
+    assert model.cell.inner == "sigmoid"
 
 
 def test_lstm_t_differs_from_lstm_only_through_dt():
@@ -213,6 +244,38 @@ def test_plstm_closed_unit_keeps_its_state_in_eval_and_leaks_in_train():
     h_out, _ = cell(x, dt, t, (h, c))
     assert not torch.allclose(h_out, h)  # k = 0.01 * 0.5: a small update
     torch.testing.assert_close(h_out, h, atol=0.05, rtol=0)
+
+
+def test_plstm_candidate_readout_outputs_the_event_response_and_carries_the_gated_state():
+    """readout=candidate: the step outputs h̃ (the peephole LSTM's step from the carried state),
+    also for a closed unit; the state carried on is the gated (h, c), as with readout=gated."""
+    x, dt, _, h, c = _inputs()
+    t = torch.tensor([5.0, 0.6], dtype=torch.float64)  # unit 0 (shift 0): closed at 5.0, opening at 0.6
+    gated = _randomize(_plstm_fixed(r_on=0.2, leak=0.01))
+    candidate = PhasedLSTMCell(E, H, r_on=0.2, leak=0.01, leak_at_eval=False, readout="candidate").double()
+    candidate.load_state_dict(gated.state_dict())
+    gated.eval(), candidate.eval()
+    out_g, (h_g, c_g) = gated(x, dt, t, (h, c))
+    out_c, (h_c, c_c) = candidate(x, dt, t, (h, c))
+    h_tilde, _ = ref_lstm(_params(candidate), _np(x), _np(h), _np(c))
+    np.testing.assert_allclose(_np(out_c), h_tilde, atol=1e-10, rtol=0)
+    torch.testing.assert_close(h_c, h_g)  # the same carried state
+    torch.testing.assert_close(c_c, c_g)
+    torch.testing.assert_close(out_g, h_g)  # gated: the output is the carried h
+    torch.testing.assert_close(out_g[0, 0], h[0, 0])  # closed unit: gated output = what it held
+    assert not torch.isclose(out_c[0, 0], h[0, 0])  # candidate: it still answers the event
+    # the model's default is candidate (the cell's own default, Neil et al.'s, is gated); old run
+    # headers, written before the option, load as gated and old Time-LSTM ones with sigmoid
+    assert SeqModelConfig().plstm_readout == "candidate" and PhasedLSTMCell(E, H).readout == "gated"
+    model = TimeSequenceModel(SeqModelConfig(cell="plstm", plstm_period_min=1.0, plstm_period_max=2.0), 5)
+    assert model.cell.readout == "candidate"
+    from newsrank.seq.checkpoint import config_from_header
+    old = config_from_header({"config": {"model": {"cell": "plstm"}}}, "old/checkpoint.json")
+    assert (old.model.plstm_readout, old.model.time_gate_inner) == ("gated", "sigmoid")
+    with pytest.raises(ValueError, match="readout"):
+        PhasedLSTMCell(E, H, readout="open")
+    with pytest.raises(ValueError, match="plstm_readout"):
+        SeqModelConfig(cell="plstm", plstm_readout="open")
 
 
 def test_plstm_init_ranges_and_config():

@@ -332,3 +332,42 @@ def test_full_metrics_equal_the_summarized_full_ranks():
     assert full_ranks(scores, targets).tolist() == [3, 1]
     assert summarize_ranks(full_ranks(scores, targets), [1]) == {"recall@1": 0.5, "mrr@1": 0.5}
     assert math.isnan(summarize_ranks(np.array([], dtype=int), [1])["recall@1"])
+
+
+def test_plstm_clock_gradients_are_clipped_apart_from_the_rest(synthetic_split):
+    """The gradient of log τ grows with the number of periods elapsed (∂φ/∂log τ = −(t − s)/τ):
+    on a real batch it dwarfs every other gradient, and one global norm would shrink them all.
+    clip_gradients clips the clock parameters as a group of their own; for the other cells it is
+    the plain global-norm clip."""
+    from newsrank.seq.train import clip_gradients
+
+    _, split, vocab = synthetic_split
+    train = split.train
+    config = SeqModelConfig(cell="plstm", hidden=16, embedding_dim=8, plstm_period_min=26.0, plstm_period_max=3600.0)
+    torch.manual_seed(0)
+    model = TimeSequenceModel(config, num_items=len(vocab))
+    batch = to_tensors(train[:16], torch.device("cpu"))
+    hidden = model(batch["items"], batch["delta_next"], batch["since_first"], batch["mask"], batch["seconds"])
+    logits = model.logits(hidden[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["items"][:, 1:].reshape(-1),
+                                             ignore_index=0)
+    loss.backward()
+    clock = model.cell.clock_parameters()
+    assert [p is q for p, q in zip(clock, (model.cell.log_tau, model.cell.shift))] == [True, True]
+    rest = [p for p in model.parameters() if all(p is not q for q in clock)]
+    clock_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in clock])).item()
+    rest_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in rest])).item()
+    assert clock_norm > 100 * rest_norm and rest_norm < 5.0  # the clock's gradient dominates
+    before = [p.grad.clone() for p in rest]
+    clip_gradients(model, 5.0)
+    for p, g in zip(rest, before):
+        torch.testing.assert_close(p.grad, g)  # under 5: left alone, not scaled by the clock's norm
+    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in clock])).item()
+    assert after == pytest.approx(5.0, rel=1e-4)
+    lstm = TimeSequenceModel(SeqModelConfig(cell="tlstm1", hidden=4, embedding_dim=4), num_items=5)
+    assert lstm.cell.clock_parameters() == []
+    for p in lstm.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    clip_gradients(lstm, 1.0)
+    total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in lstm.parameters()])).item()
+    assert total == pytest.approx(1.0, rel=1e-4)

@@ -13,7 +13,8 @@ paper, and runs ONE step::
 * ``t`` [B]: the time of the step since the user's first event (PLSTM's time input, as for the
   paper's PLSTM baseline): raw seconds (float64) on PLSTM's linear clock, else the scaled
   ``since_first``;
-* ``state``: ``(h, c)``, each [B, H] (None: zeros). ``h`` is also the step's output.
+* ``state``: ``(h, c)``, each [B, H] (None: zeros). ``h`` is also the step's output (PLSTM with
+  ``readout=candidate``, the next-item model's default, outputs its candidate h̃ instead).
 
 Row vectors such as W_tt, W_to multiply the *scalar* Δt, so they are stored as [1, H].
 
@@ -103,6 +104,12 @@ class TimeCell(nn.Module):
         """Width of the leading part of :meth:`project_inputs`' output that ``h_proj`` adds to."""
         return len(self.recurrent_gates) * self.hidden_size
 
+    def clock_parameters(self) -> list[nn.Parameter]:
+        """Parameters of a clock read in raw time (PLSTM's periods, shifts, r_on): their gradients
+        scale with the time elapsed and are clipped apart from the rest (see the trainer's
+        :func:`newsrank.seq.train.clip_gradients`). None for the other cells."""
+        return []
+
     def initial_state(self, batch: int, device=None, dtype=None) -> State:
         zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
         return zeros, zeros
@@ -173,6 +180,10 @@ class LSTMTCell(LSTMCell):
         return self.x_proj(x)  # [..., 4H]
 
 
+#: what PLSTM's step outputs: the gated h (Neil et al.) or the candidate h̃ (see PhasedLSTMCell)
+PLSTM_READOUTS = ("gated", "candidate")
+
+
 class PhasedLSTMCell(LSTMCell):
     """Phased LSTM (Neil et al., NIPS 2016) on the peephole LSTM, driven by a clock t: the time of
     the current event since the user's first event, as the Time-LSTM paper's PLSTM baseline. Per
@@ -201,6 +212,14 @@ class PhasedLSTMCell(LSTMCell):
     Leak: Neil et al. switch it off at test time; the official Time-LSTM code keeps it on (its
     prediction function is built without ``deterministic``). ``leak_at_eval`` (default True, the
     official code's) picks; with it on, training and evaluation compute the same function.
+
+    Readout (what the step *outputs*, i.e. what scores the next item; the carried state is the
+    gated (h, c) either way): ``gated`` (Neil et al. and the official code) outputs the gated h, so
+    a unit closed at this event outputs what it held before it, and on average only r_on of the
+    units (exactly: the share whose phase is < r_on, whatever the periods and shifts, since the
+    shifts are uniform) react to the event just read; ``candidate`` outputs h̃, the peephole LSTM's
+    response to this event from the carried state, as Time-LSTM 2/3 output c̃ (this step) while
+    carrying c (later steps): the phase gates what is *remembered*, not what the event says now.
     """
 
     def __init__(
@@ -212,7 +231,10 @@ class PhasedLSTMCell(LSTMCell):
         period_range: tuple[float, float] = (1.0, 20.0),
         learn_r_on: bool = False,
         leak_at_eval: bool = True,
+        readout: str = "gated",
     ):
+        if readout not in PLSTM_READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(PLSTM_READOUTS)}, got {readout!r}")
         if not 0.0 < r_on <= 1.0:
             raise ValueError(f"r_on must be in (0, 1], got {r_on}")
         if leak < 0:
@@ -222,6 +244,7 @@ class PhasedLSTMCell(LSTMCell):
         # plain attributes, set first: reset_parameters (run by TimeCell.__init__) reads them
         self.r_on_init, self.leak = float(r_on), float(leak)
         self.learn_r_on, self.leak_at_eval = bool(learn_r_on), bool(leak_at_eval)
+        self.readout = readout
         self.period_range = (float(period_range[0]), float(period_range[1]))
         super().__init__(input_size, hidden_size)
 
@@ -242,6 +265,12 @@ class PhasedLSTMCell(LSTMCell):
             if self.learn_r_on:
                 r = min(self.r_on_init, 1.0 - 1e-4)
                 self.r_on_logit.fill_(math.log(r / (1.0 - r)))
+
+    def clock_parameters(self) -> list[nn.Parameter]:
+        """log τ, s (and r_on's logit when learned). ∂φ/∂log τ = −(t − s)/τ, the number of periods
+        elapsed: on MovieLens (t up to years, τ from 3 s) the gradient of log τ is ~1e5 against
+        ~0.03 for every other parameter."""
+        return [self.log_tau, self.shift] + ([self.r_on_logit] if self.learn_r_on else [])
 
     @property
     def r_on(self) -> torch.Tensor:
@@ -272,15 +301,27 @@ class PhasedLSTMCell(LSTMCell):
         h_tilde, c_tilde = self._peephole_lstm(p, h_prev, c_prev)
         c = k * c_tilde + (1.0 - k) * c_prev
         h = k * h_tilde + (1.0 - k) * h_prev
-        return h, (h, c)
+        out = h_tilde if self.readout == "candidate" else h  # [B, H] what this step says (see Readout)
+        return out, (h, c)
+
+
+#: the inner squashing σ_Δt of the time gates: tanh (the official code's) or sigmoid (the first version's)
+TIME_GATE_INNER = ("tanh", "sigmoid")
 
 
 class _TimeGatedCell(TimeCell):
     """Base of Time-LSTM 1/2/3: the time gates ("t", "t1", "t2": the gates after the recurrent
     ones) and the Δt term of the output gate, all computed in :meth:`project_inputs`::
 
-        T_k = σ(x W_xk + σ(Δt W_tk) + b_k)       (no h term: they depend on x and Δt only)
+        T_k = σ(x W_xk + σ_Δt(Δt W_tk) + b_k)    (no h term: they depend on x and Δt only)
         o-gate pre-activation += Δt W_to
+
+    σ_Δt, the paper's inner squashing of the time term, is ``inner``: ``tanh`` (default) as in the
+    official code (``tgate.TimeGate(nonlinearity_inside=tanh)``), or ``sigmoid`` (this package's
+    first version, kept so that its checkpoints score as they did). tanh is centred: at Δt = 0 the
+    time term is 0 whatever W_tk, and it moves the gate's pre-activation over (−1, 1) instead of
+    sigmoid's (0, 1), so Δt can open or shut a gate twice as far; with W_t1 ≤ 0 and Δt ≥ 0,
+    tanh(Δt W_t1) ∈ (−1, 0] (sigmoid: (0, 0.5]).
 
     W_tk and W_to are [1, H] row vectors (parameters ``w_tt`` for gate "t", ``w_t2``, ``w_to``).
     Time gates named in ``nonpositive`` have W_tk = −softplus(v_tk) with v_tk (``v_t1``) free, so
@@ -288,6 +329,12 @@ class _TimeGatedCell(TimeCell):
     """
 
     nonpositive: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, input_size: int, hidden_size: int, inner: str = "tanh"):
+        if inner not in TIME_GATE_INNER:
+            raise ValueError(f"inner (the time gates' σ_Δt) must be one of {', '.join(TIME_GATE_INNER)}, got {inner!r}")
+        self.inner = inner  # a plain attribute: no parameters, so old state dicts load unchanged
+        super().__init__(input_size, hidden_size)
 
     def _extra_parameters(self) -> None:
         for g in self.time_gate_names:
@@ -331,7 +378,8 @@ class _TimeGatedCell(TimeCell):
             if gate in self.recurrent_gates:
                 continue
             w = self.time_weight(gate)  # [1, H]
-            blocks[k] = torch.sigmoid(blocks[k] + torch.sigmoid(dt * w))  # T_k [..., H]
+            squashed = torch.tanh(dt * w) if self.inner == "tanh" else torch.sigmoid(dt * w)  # σ_Δt(Δt W_tk) [..., H]
+            blocks[k] = torch.sigmoid(blocks[k] + squashed)  # T_k [..., H]
         return torch.cat(blocks, dim=-1)  # [..., G * H]: recurrent pre-activations, then T's
 
     def _time_gates(self, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -344,7 +392,7 @@ class TimeLSTM1Cell(_TimeGatedCell):
 
         i = σ(x W_xi + h_prev W_hi + w_ci ⊙ c_prev + b_i)
         f = σ(x W_xf + h_prev W_hf + w_cf ⊙ c_prev + b_f)
-        T = σ(x W_xt + σ(Δt W_tt) + b_t)
+        T = σ(x W_xt + σ_Δt(Δt W_tt) + b_t)      (σ_Δt: tanh, see _TimeGatedCell)
         c = f ⊙ c_prev + i ⊙ T ⊙ tanh(x W_xc + h_prev W_hc + b_c)
         o = σ(x W_xo + Δt W_to + h_prev W_ho + w_co ⊙ c + b_o)
         h = o ⊙ tanh(c)
@@ -370,8 +418,8 @@ class TimeLSTM2Cell(_TimeGatedCell):
 
         i  = σ(x W_xi + h_prev W_hi + w_ci ⊙ c_prev + b_i)
         f  = σ(x W_xf + h_prev W_hf + w_cf ⊙ c_prev + b_f)
-        T1 = σ(x W_x1 + σ(Δt W_t1) + b_1),   W_t1 ≤ 0
-        T2 = σ(x W_x2 + σ(Δt W_t2) + b_2)
+        T1 = σ(x W_x1 + σ_Δt(Δt W_t1) + b_1),   W_t1 ≤ 0
+        T2 = σ(x W_x2 + σ_Δt(Δt W_t2) + b_2)
         g  = tanh(x W_xc + h_prev W_hc + b_c)
         c̃  = f ⊙ c_prev + i ⊙ T1 ⊙ g          (this step's output only)
         c  = f ⊙ c_prev + i ⊙ T2 ⊙ g          (carried to the next step)
@@ -409,8 +457,8 @@ class TimeLSTM3Cell(_TimeGatedCell):
     """Time-LSTM 3: Time-LSTM 2 with coupled input and forget gates (no f gate)::
 
         i  = σ(x W_xi + h_prev W_hi + w_ci ⊙ c_prev + b_i)
-        T1 = σ(x W_x1 + σ(Δt W_t1) + b_1),   W_t1 ≤ 0 (reparameterised, see TimeLSTM2Cell)
-        T2 = σ(x W_x2 + σ(Δt W_t2) + b_2)
+        T1 = σ(x W_x1 + σ_Δt(Δt W_t1) + b_1),   W_t1 ≤ 0 (reparameterised, see TimeLSTM2Cell)
+        T2 = σ(x W_x2 + σ_Δt(Δt W_t2) + b_2)
         g  = tanh(x W_xc + h_prev W_hc + b_c)
         c̃  = (1 − i ⊙ T1) ⊙ c_prev + i ⊙ T1 ⊙ g
         c  = (1 − i) ⊙ c_prev + i ⊙ T2 ⊙ g     (carried to the next step)

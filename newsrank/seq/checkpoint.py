@@ -49,11 +49,14 @@ def read_seq_header(folder: str | Path) -> dict:
 def config_from_header(meta: dict, source: str) -> SeqRunConfig:
     """The run config saved in a header. Checkpoints from before PLSTM's linear clock lack
     ``plstm_time`` / ``plstm_leak_at_eval``: they read the scaled since_first and had no leak at
-    test time, so those are what they get."""
+    test time, so those are what they get; checkpoints from before ``time_gate_inner`` squashed
+    the Time-LSTM time term with a sigmoid, and before ``plstm_readout`` PLSTM output its gated h."""
     saved = {name: dict(section) for name, section in meta["config"].items()}
     model = saved.get("model", {})
     model.setdefault("plstm_time", "scaled")
     model.setdefault("plstm_leak_at_eval", False)
+    model.setdefault("time_gate_inner", "sigmoid")
+    model.setdefault("plstm_readout", "gated")
     config = SeqRunConfig()
     update_sections(config, saved, source)
     return config

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .cells import CELLS, PhasedLSTMCell, TimeCell
+from .cells import CELLS, PLSTM_READOUTS, TIME_GATE_INNER, PhasedLSTMCell, TimeCell, _TimeGatedCell
 
 
 @dataclass
@@ -38,6 +38,8 @@ class SeqModelConfig:
     plstm_period_min: float | None = None  # PLSTM: periods init log-uniform in [min, max], in the clock's units
     plstm_period_max: float | None = None  # (seconds); None: chosen by the trainer from the training log's gaps
     plstm_gap_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.9])  # which gap quantiles set [min, max]
+    plstm_readout: Literal["gated", "candidate"] = "candidate"  # PLSTM: each step outputs the candidate h̃ (the state carried stays gated) or the gated h (Neil et al.; old runs)
+    time_gate_inner: Literal["tanh", "sigmoid"] = "tanh"  # Time-LSTM 1/2/3: σ_Δt of the time gates (tanh: the official code's; sigmoid: the first version's)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -60,6 +62,10 @@ class SeqModelConfig:
             raise ValueError(f"plstm_period_min must be > 0, got {low}")
         if low is not None and high < low:
             raise ValueError(f"plstm_period_max must be >= plstm_period_min ({low}), got {high}")
+        if self.plstm_readout not in PLSTM_READOUTS:
+            raise ValueError(f"plstm_readout must be one of {', '.join(PLSTM_READOUTS)}, got {self.plstm_readout!r}")
+        if self.time_gate_inner not in TIME_GATE_INNER:
+            raise ValueError(f"time_gate_inner must be one of {', '.join(TIME_GATE_INNER)}, got {self.time_gate_inner!r}")
         q = self.plstm_gap_quantiles
         if len(q) != 2 or not 0.0 <= q[0] <= q[1] <= 1.0:
             raise ValueError(f"plstm_gap_quantiles must be [low, high] with 0 <= low <= high <= 1, got {q}")
@@ -79,8 +85,12 @@ def build_cell(config: SeqModelConfig) -> TimeCell:
             period_range=(config.plstm_period_min, config.plstm_period_max),
             learn_r_on=config.plstm_learn_r_on,
             leak_at_eval=config.plstm_leak_at_eval,
+            readout=config.plstm_readout,
         )
-    return CELLS[config.cell](config.embedding_dim, config.hidden)
+    cls = CELLS[config.cell]
+    if issubclass(cls, _TimeGatedCell):
+        return cls(config.embedding_dim, config.hidden, inner=config.time_gate_inner)
+    return cls(config.embedding_dim, config.hidden)
 
 
 class TimeSequenceModel(nn.Module):
