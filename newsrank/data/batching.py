@@ -155,29 +155,6 @@ class TrainBatch:
         return TrainBatch(*(getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)))
 
 
-def news_balanced_shares(history: np.ndarray, candidates: np.ndarray, world: int) -> list[np.ndarray]:
-    """Rows of a batch ([B, H] left-padded histories, [B, C] candidates) split among ``world``
-    ranks, as many per rank as ``rank::world`` would give, each rank's rows in batch order.
-
-    A rank encodes each distinct news of its share once, so its cost follows its distinct news,
-    and a step waits for the slowest rank. Strided shares of a 32-impression batch of
-    ``mlsmall_mind`` hold 551 distinct news each on average (the whole batch: 934) but the larger
-    one 582; this greedy split (largest impression first, to the rank whose news it grows least)
-    brings the larger one to 550. Deterministic: every rank computes the same split.
-    """
-    n = len(candidates)
-    room = [len(range(r, n, world)) for r in range(world)]
-    news = [set(h[h != PAD].tolist()) | set(c.tolist()) for h, c in zip(history, candidates)]
-    held: list[set] = [set() for _ in range(world)]
-    shares: list[list[int]] = [[] for _ in range(world)]
-    for row in sorted(range(n), key=lambda j: (-len(news[j]), j)):
-        rank = min((r for r in range(world) if len(shares[r]) < room[r]),
-                   key=lambda r: (len(held[r]) + len(news[row] - held[r]), r))
-        held[rank] |= news[row]
-        shares[rank].append(row)
-    return [np.sort(np.asarray(share, dtype=np.int64)) for share in shares]
-
-
 class TrainSampler:
     """Yields shuffled :class:`TrainBatch` es, re-sampling non-clicks every epoch."""
 
@@ -223,8 +200,8 @@ class TrainSampler:
 
     def epoch(self, epoch: int, rank: int = 0, world: int = 1) -> Iterator[TrainBatch]:
         """The epoch's batches, the same for every seed and epoch. With ``world`` > 1 processes, rank
-        ``rank`` gets its share of every batch (:func:`news_balanced_shares`): all ranks draw the
-        same batches (the same generator), so together they train on exactly the single process's
+        ``rank`` gets its share (rows ``rank::world``) of every batch: all ranks draw the same
+        batches (the same generator), so together they train on exactly the single process's
         samples; a last batch smaller than ``world`` is left out, so every rank steps equally often."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.click_rows))
@@ -239,8 +216,7 @@ class TrainSampler:
             if world > 1:
                 if len(picked) < world:
                     break
-                share = news_balanced_shares(history[impressions], candidates, world)[rank]  # [B / world]
-                impressions, candidates = impressions[share], candidates[share]
+                impressions, candidates = impressions[rank::world], candidates[rank::world]
             yield TrainBatch(
                 history=torch.from_numpy(np.asarray(history[impressions], dtype=np.int64)),
                 candidates=torch.from_numpy(candidates),
