@@ -44,7 +44,9 @@ class TrainConfig:
     seed: int = 42
     embeddings: str | None = None  # pretrained word vectors: a GloVe/word2vec text file, or "glove-6b-50d"
     freeze_embeddings: bool = False  # keep pretrained word vectors fixed
-    eval_batch_size: int = 1024  # news / impressions per batch in evaluation
+    # news / impressions per batch in evaluation; 256 measured 2-20% faster than 1,024 on one thread
+    # (NRMS +14%, NAML +20%: a batch's tensors stay in the CPU caches), and needs less memory
+    eval_batch_size: int = 256
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     amp: bool = False  # bf16 autocast in training and evaluation (meant for GPUs with bf16 tensor cores)
