@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     from .core.malloc import reuse_freed_memory
 
-    reuse_freed_memory()  # batches' large tensors reused instead of page-faulted anew (~25% of evaluation)
+    reuse_freed_memory()  # batches' large tensors reused, not page-faulted anew (~22% of NRMS evaluation CPU)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
