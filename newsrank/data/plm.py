@@ -174,19 +174,24 @@ def run_top_layers(layers, states, mask):
     return mean_pool_normalise(x, mask)  # [B, hidden]
 
 
+def _length_sorted_batches(tokenizer, texts: list[str], max_len: int, batch_size: int):
+    """(text indices, tokenizer output) batches of ``texts`` sorted by length, so that each batch is
+    padded to similar lengths only."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for lo in range(0, len(order), batch_size):
+        picked = order[lo : lo + batch_size]
+        yield picked, tokenizer([texts[i] for i in picked], padding=True, truncation=True, max_length=max_len,
+                                return_tensors="pt")
+
+
 def encode_texts(folder: Path, texts: list[str], max_len: int, batch_size: int = ENCODE_BATCH) -> np.ndarray:
     """[len(texts), hidden] float32 mean-pooled, L2-normalised PLM vectors of ``texts``."""
     import torch
 
     tokenizer, model = _load(str(folder))
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    # Sorted by length, so each batch is padded to similar lengths only.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with torch.inference_mode():
-        for lo in range(0, len(order), batch_size):
-            picked = order[lo : lo + batch_size]
-            tokens = tokenizer([texts[i] for i in picked], padding=True, truncation=True, max_length=max_len,
-                               return_tensors="pt")
+        for picked, tokens in _length_sorted_batches(tokenizer, texts, max_len, batch_size):
             states = model(**tokens).last_hidden_state  # [B, L, hidden]
             out[picked] = mean_pool_normalise(states, tokens["attention_mask"].bool()).numpy()
     return out
@@ -201,12 +206,8 @@ def encode_token_states(folder: Path, texts: list[str], max_len: int, layer: int
 
     tokenizer, model = _load(str(folder))
     per_text: list[np.ndarray | None] = [None] * len(texts)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with torch.inference_mode():
-        for lo in range(0, len(order), batch_size):
-            picked = order[lo : lo + batch_size]
-            tokens = tokenizer([texts[i] for i in picked], padding=True, truncation=True, max_length=max_len,
-                               return_tensors="pt")
+        for picked, tokens in _length_sorted_batches(tokenizer, texts, max_len, batch_size):
             states = model(**tokens, output_hidden_states=True).hidden_states[layer]  # [B, L, hidden]
             lengths = tokens["attention_mask"].sum(1).tolist()  # [B] (right padding)
             for j, i in enumerate(picked):
