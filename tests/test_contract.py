@@ -18,6 +18,7 @@ from newsrank.data.batching import NewsFeatures, TrainBatch, TrainSampler, UserI
 from newsrank.data.entities import CONTEXT_FILE, ENTITY_FILE, load_entity_vectors
 from newsrank.evaluate import encode_all_news, impression_chunks, padded_candidates
 from newsrank.models import MODELS, ModelContext
+from newsrank.models.base import length_bounds
 
 ALL = sorted(MODELS)
 
@@ -76,6 +77,16 @@ def test_scores_ignore_history_and_title_padding(built, name):
                            for k, v in wide.items()})
     torch.testing.assert_close(model.encode_news(wide, users), model.encode_news(news.take(rows), users),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_length_groups_are_powers_of_two_or_exact_up_to_16_tokens():
+    assert length_bounds(30, exact=False) == [4, 8, 16, 32] and length_bounds(3, exact=False) == [4]
+    assert length_bounds(1, exact=True) == [1] and length_bounds(5, exact=True) == [1, 2, 3, 4, 5]
+    bounds = length_bounds(300, exact=True)
+    assert bounds[:16] == list(range(1, 17)) and bounds[-1] >= 300
+    for lower, upper in zip(bounds[15:], bounds[16:]):  # above 16 tokens, under 25% padding
+        assert lower < upper and (upper - (lower + 1)) / (lower + 1) < 0.25
+    assert {name for name, cls in MODELS.items() if cls.exact_length_groups} == {"nrms", "fum"}
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -129,6 +129,7 @@ class NewsTextView(nn.Module):
 class FUM(NewsRecModel):
     config_class = FUMConfig
     needs_history_vectors = False  # its user side reads the clicks' Q/K/V only
+    exact_length_groups = True  # word self-attention: groups of one title length, no padding
     INFERENCE_TOKENS = 1 << 13  # packed u^f tokens per pass when not training (memory, CPU caches)
 
     def __init__(self, config: FUMConfig, context: ModelContext):

@@ -41,6 +41,7 @@ class NRMSConfig(PLMOptions):
 class NRMS(NewsRecModel):
     config_class = NRMSConfig
     needs_history_vectors = False  # its user side reads the clicks' Q/K/V only
+    exact_length_groups = True  # word self-attention: groups of one title length, no padding
 
     @classmethod
     def adapt_config(cls, config: NRMSConfig, context: ModelContext, table=None) -> list[str]:
