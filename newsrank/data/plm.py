@@ -230,6 +230,12 @@ def _key(settings: dict, news_ids: list[str], titles: list[str]) -> str:
     return hashlib.sha256(json.dumps([settings, list(news_ids), titles], ensure_ascii=False).encode()).hexdigest()[:24]
 
 
+def _absent_rows(news_ids: list[str], titles: list[str | None]) -> tuple[list[int], list[str]]:
+    """(rows with no text: the padding row and news absent from the split, the texts with "" there)."""
+    absent = [row for row, (news_id, title) in enumerate(zip(news_ids, titles)) if not news_id or title is None]
+    return absent, [title or "" for title in titles]
+
+
 def title_vectors_of(news_ids: list[str], titles: list[str | None], plm: str, max_len: int,
                      use_cache: bool = True, field: str = "title") -> tuple[np.ndarray, str]:
     """``plm_title_vectors`` from the texts themselves (None: no such news, a zero vector); ``field``
@@ -238,8 +244,7 @@ def title_vectors_of(news_ids: list[str], titles: list[str | None], plm: str, ma
 
     folder = resolve_plm(plm)
     digest = model_digest(folder)
-    absent = [row for row, (news_id, title) in enumerate(zip(news_ids, titles)) if not news_id or title is None]
-    titles = [title or "" for title in titles]
+    absent, titles = _absent_rows(news_ids, titles)
     settings = {"digest": digest, "max_len": max_len, "pooling": POOLING, "field": field}
     path = cache_root() / "plm" / _key(settings, news_ids, titles) / "vectors.npy"
     if use_cache and path.is_file():
@@ -271,8 +276,7 @@ def title_states_of(news_ids: list[str], titles: list[str | None], plm: str, max
     folder = resolve_plm(plm)
     digest = model_digest(folder)
     layer = split_layer(folder, tune_last)
-    absent = [row for row, (news_id, title) in enumerate(zip(news_ids, titles)) if not news_id or title is None]
-    titles = [title or "" for title in titles]
+    absent, titles = _absent_rows(news_ids, titles)
     settings = {"digest": digest, "max_len": max_len, "field": field, "kind": "token_states", "layer": layer,
                 "dtype": dtype}
     folder_out = cache_root() / "plm" / _key(settings, news_ids, titles)

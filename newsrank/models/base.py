@@ -219,12 +219,12 @@ class NewsRecModel(nn.Module):
         smaller rate than freshly initialised ones)."""
         encoder = getattr(self, "plm_encoder", None)
         plm_lr = getattr(getattr(self, "config", None), "plm_lr", 0.0)
-        trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        trainable = [p for p in self.parameters() if p.requires_grad]
         if encoder is None or not encoder.tune_last or not plm_lr:
-            return [{"params": [p for _, p in trainable], "lr": lr}]
+            return [{"params": trainable, "lr": lr}]
         tuned = {id(p) for p in encoder.layers.parameters()}
-        return [{"params": [p for _, p in trainable if id(p) not in tuned], "lr": lr},
-                {"params": [p for _, p in trainable if id(p) in tuned], "lr": plm_lr}]
+        return [{"params": [p for p in trainable if id(p) not in tuned], "lr": lr},
+                {"params": [p for p in trainable if id(p) in tuned], "lr": plm_lr}]
 
     def text_fields(self) -> tuple[str, ...]:
         """The token columns of ``NewsFeatures`` the news encoder reads; ``encode_news_rows`` groups
