@@ -4,8 +4,9 @@
     python benchmarks/bench_ddp.py --data ../shared/data/mlsmall_mind --batches 400 --nproc 2
 
 Both runs train NRMS (GloVe 50-d) on the same ``--batches`` global batches of 32 (each of the N
-processes takes its 32/N share of every batch; DDP averages the gradients), then score the whole
-dev split (sharded over the processes). Prints training samples/s, the speed-up, dev AUC of both
+processes takes its 32/N share of every batch, the ranks split each batch's distinct news between
+them (``train.share_news``), DDP averages the gradients), then score the whole dev split (sharded
+over the processes). ``--own-news`` adds a run where every rank encodes all of its share's news. Prints training samples/s, the speed-up, dev AUC of both
 and their difference, with the commit and the machine.
 """
 
@@ -22,12 +23,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_news import commit, machine  # noqa: E402
 
 
-def train(data: Path, out: Path, batches: int, nproc: int, embeddings: str) -> dict:
+def train(data: Path, out: Path, batches: int, nproc: int, embeddings: str, share_news: bool = True) -> dict:
     command = [sys.executable, "-m", "newsrank", "train", "--model", "nrms", "--data", str(data), "--out", str(out),
                "--overwrite", "-q", "--epochs", "1", "--set", f"epoch_batches={batches}", "--set", "threads=1",
                "--set", f"embeddings={embeddings}"]
     if nproc > 1:
-        command += ["--nproc", str(nproc)]
+        command += ["--nproc", str(nproc), "--set", f"share_news={str(share_news).lower()}"]
     subprocess.run(command, check=True, cwd=ROOT)
     return json.loads((out / "log.jsonl").read_text().splitlines()[-1])
 
@@ -39,15 +40,24 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--embeddings", default="glove-6b-50d")
+    parser.add_argument("--own-news", action="store_true",
+                        help="also run the N processes with train.share_news=false (every rank encodes its own news)")
     args = parser.parse_args()
     single = train(args.data, args.out / "single", args.batches, 1, args.embeddings)
-    several = train(args.data, args.out / f"ddp{args.nproc}", args.batches, args.nproc, args.embeddings)
+    runs = [("1 x 1", single)]
+    if args.own_news:  # the ranks' shares of each batch encode their own news (train.share_news=false)
+        runs.append((f"{args.nproc} x 1, own news",
+                     train(args.data, args.out / f"ddp{args.nproc}own", args.batches, args.nproc, args.embeddings,
+                           share_news=False)))
+    runs.append((f"{args.nproc} x 1", train(args.data, args.out / f"ddp{args.nproc}", args.batches, args.nproc,
+                                            args.embeddings)))
     print("\n| processes x threads | samples | train samples/s | speed-up | eval impressions/s | dev AUC |")
     print("|---|---|---|---|---|---|")
-    for label, r in (("1 x 1", single), (f"{args.nproc} x 1", several)):
+    for label, r in runs:
         print(f"| {label} | {r['train_samples']} | {r['train_samples_per_s']:.1f} | "
               f"{r['train_samples_per_s'] / single['train_samples_per_s']:.2f}x | {r['eval_impressions_per_s']:.0f} | "
               f"{r['dev']['auc']:.4f} |")
+    several = runs[-1][1]
     print(f"\ndev AUC difference: {several['dev']['auc'] - single['dev']['auc']:+.4f}")
     print(f"Printed by `python benchmarks/bench_ddp.py {' '.join(sys.argv[1:])}` at commit {commit()} on {machine()}.")
 

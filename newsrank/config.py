@@ -52,6 +52,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast in training and evaluation (meant for GPUs with bf16 tensor cores)
     select_metric: Literal["auc", "mrr", "ndcg@5", "ndcg@10"] = "auc"  # dev metric that picks the kept checkpoint
     epoch_batches: int | None = None  # train at most this many batches per epoch (quick experiments); null: all
+    share_news: bool = True  # several processes: each batch's distinct news encoded by one rank, not by every rank that reads it
 
 
 @dataclass

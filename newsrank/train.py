@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .checkpoint import read_meta, save_checkpoint
 from .config import RunConfig
 from .core.checkpoint import load_trainer_state, read_weights
-from .core.distributed import World, join, leave
+from .core.distributed import World, join, leave, news_sharing
 from .beyond import train_click_counts
 from .core.plots import write_curves
 from .core.runtime import autocast, code_commit, json_ready, peak_rss_mib, resolve_device, seed_everything, set_threads
@@ -161,6 +161,8 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
     step_model = model
     if world.distributed:
         step_model = DistributedDataParallel(model, static_graph=True)  # a static graph may leave parameters unused
+        if tc.share_news:
+            model.news_sharing = news_sharing(world)
         torch.manual_seed(tc.seed + world.rank)  # dropout differs per rank; the weights came from rank 0
     sampler = TrainSampler(train_behaviors, tc.npratio, tc.batch_size, tc.seed)
     if sampler.dropped:

@@ -92,3 +92,23 @@ def test_evaluate_and_predict_in_two_processes_equal_one(synth_dir, tmp_path):
     np.testing.assert_allclose([one[k] for k in ("auc", "mrr", "ndcg@5", "ndcg@10")],
                                [two[k] for k in ("auc", "mrr", "ndcg@5", "ndcg@10")], rtol=1e-6)
     assert (tmp_path / "one" / "prediction.txt").read_text() == (tmp_path / "two" / "prediction.txt").read_text()
+
+
+def test_two_processes_step_with_the_single_process_gradients(synth_dir, tmp_path):
+    """One step under DDP (world size 2, gloo) gives a single process's gradients on the whole
+    batch, whether each rank encodes all of its share's news or the ranks split the batch's distinct
+    news between them (``train.share_news``), for a self-attention, a user-conditioned (NPA) and a
+    candidate-aware (DKN) model."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "gradients.json"
+    script = Path(__file__).parent / "ddp_gradients.py"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                    str(synth_dir), str(out), "nrms", "npa", "dkn", "fum"], check=True, capture_output=True)
+    differences = json.loads(out.read_text())
+    assert sorted(differences) == ["dkn", "fum", "npa", "nrms"]
+    for name, by_mode in differences.items():
+        for mode, difference in by_mode.items():
+            assert difference < 1e-5, (name, mode, difference)

@@ -146,13 +146,20 @@ class TrainBatch:
     history: torch.Tensor  # [B, H] long news rows, left-padded with 0
     candidates: torch.Tensor  # [B, 1 + npratio] long news rows; column 0 is the click
     users: torch.Tensor  # [B] long
+    # Under several processes (``TrainSampler.epoch`` with world > 1) this rank's batch is its share
+    # of a whole batch; these are the whole batch's news slots (every rank's history, then every
+    # rank's candidates) and their readers, so that the ranks can split its distinct news between
+    # them (``NewsSharing``). None in a single process.
+    batch_rows: torch.Tensor | None = None  # [R] long
+    batch_readers: torch.Tensor | None = None  # [R] long
 
     @property
     def history_mask(self) -> torch.Tensor:
         return self.history != PAD  # [B, H] bool
 
     def to(self, device: torch.device | str) -> "TrainBatch":
-        return TrainBatch(*(getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)))
+        moved = (getattr(self, f.name) for f in fields(self))
+        return TrainBatch(*(None if t is None else t.to(device, non_blocking=True) for t in moved))
 
 
 class TrainSampler:
@@ -213,12 +220,20 @@ class TrainSampler:
             candidates = np.concatenate(
                 [self.click_rows[picked][:, None], self._negatives(impressions, rng)], axis=1
             )  # [B, 1 + npratio]
+            clicked = np.asarray(history[impressions], dtype=np.int64)  # [B, H]
+            readers = np.asarray(users[impressions], dtype=np.int64)  # [B]
+            batch_rows = batch_readers = None
             if world > 1:
                 if len(picked) < world:
                     break
-                impressions, candidates = impressions[rank::world], candidates[rank::world]
+                batch_rows = torch.from_numpy(np.concatenate([clicked.ravel(), candidates.ravel()]))  # [B*H + B*C]
+                batch_readers = torch.from_numpy(np.concatenate([readers.repeat(clicked.shape[1]),
+                                                                 readers.repeat(candidates.shape[1])]))
+                clicked, candidates, readers = clicked[rank::world], candidates[rank::world], readers[rank::world]
             yield TrainBatch(
-                history=torch.from_numpy(np.asarray(history[impressions], dtype=np.int64)),
-                candidates=torch.from_numpy(candidates),
-                users=torch.from_numpy(np.asarray(users[impressions], dtype=np.int64)),
+                history=torch.from_numpy(np.ascontiguousarray(clicked)),
+                candidates=torch.from_numpy(np.ascontiguousarray(candidates)),
+                users=torch.from_numpy(np.ascontiguousarray(readers)),
+                batch_rows=batch_rows,
+                batch_readers=batch_readers,
             )

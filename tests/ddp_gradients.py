@@ -1,0 +1,70 @@
+"""Run under ``torch.distributed.run`` by test_distributed.py (not a test module itself).
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_gradients.py DATA OUT MODEL...
+
+For each model: one step's gradients under DDP (each rank its share of a batch, with and without
+``NewsSharing``) against a single process's gradients on the whole batch, same weights, dropout off.
+Rank 0 writes {model: {"shared": max abs difference, "own": ...}} to OUT.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import load_tiny_splits, tiny_run_config  # noqa: E402
+from newsrank.core.distributed import join, leave, news_sharing  # noqa: E402
+from newsrank.data.batching import NewsFeatures, TrainSampler  # noqa: E402
+from newsrank.data.entities import CONTEXT_FILE, ENTITY_FILE, load_entity_vectors  # noqa: E402
+from newsrank.models import MODELS, ModelContext  # noqa: E402
+
+
+def gradients(model, batch, news) -> dict[str, torch.Tensor]:
+    logits = model(batch, news)
+    F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long)).backward()
+    plain = model.module if isinstance(model, DistributedDataParallel) else model
+    return {name: p.grad.clone() for name, p in plain.named_parameters() if p.grad is not None}
+
+
+def main() -> None:
+    data, out, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+    torch.set_num_threads(1)
+    world = join(torch.device("cpu"))
+    sharing = news_sharing(world)
+    result = {}
+    for name in names:
+        config = tiny_run_config(name)
+        vocabs, (table, behaviors), _ = load_tiny_splits(data, config.data)
+        context = ModelContext(vocabs, None, False,
+                               load_entity_vectors(data / "train", vocabs.entities, ENTITY_FILE)[0],
+                               load_entity_vectors(data / "train", vocabs.entities, CONTEXT_FILE)[0])
+        cls = MODELS[name]
+        cls.adapt_config(config.model, context, table)
+        torch.manual_seed(5)
+        model = cls(config.model, context).eval()  # eval: no dropout, so the gradients can be compared
+        news = NewsFeatures.from_table(table)
+        sampler = TrainSampler(behaviors, npratio=4, batch_size=16, seed=1)
+        single = gradients(copy.deepcopy(model), next(sampler.epoch(0)), news)
+        share = next(sampler.epoch(0, world.rank, world.size))
+        differences = {}
+        for mode in ("shared", "own"):
+            ranked = copy.deepcopy(model)
+            ranked.news_sharing = sharing if mode == "shared" else None
+            several = gradients(DistributedDataParallel(ranked), share, news)
+            assert several.keys() == single.keys(), (name, mode)
+            differences[mode] = max(float((several[k] - single[k]).abs().max()) for k in single)
+        result[name] = differences
+    if world.is_main:
+        out.write_text(json.dumps(result))
+    leave(world)
+
+
+if __name__ == "__main__":
+    main()
