@@ -101,6 +101,38 @@ def test_news_encoded_in_length_groups_equal_each_encoded_alone(built, name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_gathered_lookups_give_the_plain_lookups_gradients(built, name, monkeypatch):
+    """A training batch's loss has the same gradients whether the length groups' embedding lookups
+    read one gathered block of rows (``LookupTable.gathered``) or the whole tables each time."""
+    import contextlib
+
+    from newsrank.layers import LookupTable
+
+    model, _, (table, behaviors), _ = built[name]
+    news = NewsFeatures.from_table(table)
+    batch = next(TrainSampler(behaviors, npratio=3, batch_size=8, seed=2).epoch(0))
+
+    def gradients():
+        model.zero_grad(set_to_none=True)
+        model(batch, news).logsumexp(dim=1).sum().backward()  # eval mode: no dropout draws
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    gathered = gradients()
+    if any(isinstance(m, LookupTable) and m.weight.requires_grad for m in model.modules()):
+        calls = []
+        original = LookupTable.gathered
+        monkeypatch.setattr(LookupTable, "gathered", lambda self, ids: calls.append(1) or original(self, ids))
+        gradients()
+        assert calls, "the lookups were not gathered"
+    monkeypatch.setattr(type(model), "gathered_lookups", lambda self, news, rows: contextlib.nullcontext())
+    plain = gradients()
+    model.zero_grad(set_to_none=True)
+    assert gathered.keys() == plain.keys()
+    for key in plain:
+        torch.testing.assert_close(gathered[key], plain[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_scores_do_not_depend_on_batch_order(built, name):
     model, _, (table, behaviors), _ = built[name]
     news = NewsFeatures.from_table(table)

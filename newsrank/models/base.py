@@ -24,8 +24,9 @@ kind needs special cases of its own.
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torch import nn
 from ..data.batching import NewsFeatures, TrainBatch, UserInputs
 from ..data.plm import DEFAULT_PLM
 from ..data.vocab import PAD, Vocabularies
+from ..layers import LookupTable
 
 if TYPE_CHECKING:
     from ..core.distributed import NewsSharing
@@ -54,7 +56,7 @@ class ModelContext:
     pretrained_contexts: np.ndarray | None = None
 
 
-def word_embedding(context: ModelContext, dim: int) -> nn.Embedding:
+def word_embedding(context: ModelContext, dim: int) -> LookupTable:
     """Word embedding (row 0 = padding) initialised from pretrained vectors when there are some.
 
     With pretrained vectors the dimension is theirs; ``dim`` applies only to a random init.
@@ -62,11 +64,11 @@ def word_embedding(context: ModelContext, dim: int) -> nn.Embedding:
     if context.pretrained_words is not None:
         # a copy: two tables made from the same vectors (FUM's) must not share, and train, one storage
         weights = torch.tensor(context.pretrained_words, dtype=torch.float32)
-        return nn.Embedding.from_pretrained(weights, freeze=context.freeze_words, padding_idx=0)
-    return nn.Embedding(len(context.vocabs.words), dim, padding_idx=0)
+        return LookupTable.from_pretrained(weights, freeze=context.freeze_words, padding_idx=0)
+    return LookupTable(len(context.vocabs.words), dim, padding_idx=0)
 
 
-def entity_embedding(context: ModelContext, dim: int, vectors: np.ndarray | None = None) -> nn.Embedding:
+def entity_embedding(context: ModelContext, dim: int, vectors: np.ndarray | None = None) -> LookupTable:
     """Entity embedding (row 0 = padding, zero) initialised from ``vectors`` (default: the context's
     pretrained entity vectors) when there are some, trainable; else random with ``dim`` dims.
 
@@ -83,8 +85,11 @@ def entity_embedding(context: ModelContext, dim: int, vectors: np.ndarray | None
                              f"{len(context.vocabs.entities)}")
         weights = torch.as_tensor(np.asarray(vectors), dtype=torch.float32).clone()
         weights[PAD] = 0.0
-        return nn.Embedding.from_pretrained(weights, freeze=False, padding_idx=PAD)
-    return nn.Embedding(rows, dim, padding_idx=PAD)
+        table = LookupTable.from_pretrained(weights, freeze=False, padding_idx=PAD)
+    else:
+        table = LookupTable(rows, dim, padding_idx=PAD)
+    table.kind = "entities"
+    return table
 
 
 def adapt_entity_dim(config, context: ModelContext, field: str = "entity_dim") -> list[str]:
@@ -297,16 +302,32 @@ class NewsRecModel(nn.Module):
         bounds = torch.tensor(length_bounds(longest, self.exact_length_groups), device=rows.device)
         ends = torch.searchsorted(lengths[order], bounds, right=True).tolist() + [len(rows)]
         out, start = None, 0
-        for end in ends:
-            step = max_batch or max(end - start, 1)
-            for lo in range(start, end, step):
-                picked = order[lo : min(end, lo + step)]
-                vectors = self.encode_news(news.take(rows[picked]), None if users is None else users[picked])
-                if out is None:
-                    out = vectors.new_empty(len(rows), vectors.shape[1])
-                out[picked] = vectors.to(out.dtype)  # (under autocast a group may come out in another dtype)
-            start = end
+        with self.gathered_lookups(news, rows):
+            for end in ends:
+                step = max_batch or max(end - start, 1)
+                for lo in range(start, end, step):
+                    picked = order[lo : min(end, lo + step)]
+                    vectors = self.encode_news(news.take(rows[picked]), None if users is None else users[picked])
+                    if out is None:
+                        out = vectors.new_empty(len(rows), vectors.shape[1])
+                    out[picked] = vectors.to(out.dtype)  # (under autocast a group may come out in another dtype)
+                start = end
         return out
+
+    @contextmanager
+    def gathered_lookups(self, news: NewsFeatures, rows: torch.Tensor) -> Iterator[None]:
+        """While training, every trainable ``LookupTable`` of the model gathers the ids of news ``rows``
+        once (words: the ``text_fields``; entities: ``news.entities``), so that the length groups'
+        lookups make one dense table gradient, not one each. Without gradients nothing changes."""
+        tables = [m for m in self.modules() if isinstance(m, LookupTable) and m.weight.requires_grad]
+        with ExitStack() as stack:
+            if tables and torch.is_grad_enabled():
+                ids = {"words": [getattr(news, f)[rows].reshape(-1) for f in self.text_fields()],
+                       "entities": [] if news.entities is None else [news.entities[rows].reshape(-1)]}
+                for table in tables:
+                    if ids.get(table.kind):
+                        stack.enter_context(table.gathered(torch.cat(ids[table.kind])))
+            yield
 
     def encode_pairs(self, news: NewsFeatures, rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """[R, D] vectors of news ``rows`` [R] as read by ``users`` [R], each distinct one encoded once.
