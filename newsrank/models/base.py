@@ -406,11 +406,14 @@ class NewsRecModel(nn.Module):
             distinct, inverse = self.encode_shared(news, rows, readers, batch)  # [U, D], [B*H + B*C]
         else:
             distinct, inverse = self.encode_distinct(news, rows, readers)  # [U, D], [B*H + B*C]
-        history_vectors = distinct[inverse[: b * h]].view(b, h, -1)  # [B, H, D]
-        candidate_vectors = distinct[inverse[b * h :]].view(b, c, -1)  # [B, C, D]
+        # index_select, not indexing: its backward (index_add_) is ~1.5x faster than index_put_'s.
+        candidate_vectors = distinct.index_select(0, inverse[b * h :]).view(b, c, -1)  # [B, C, D]
         clicked, slot = torch.unique(inverse[: b * h], return_inverse=True)  # distinct clicked news, [B*H]
-        features = self.history_features(distinct[clicked])  # [U', F] once per distinct clicked news, or None
+        features = self.history_features(distinct.index_select(0, clicked))  # [U', F] once per distinct clicked news, or None
+        history_vectors = None  # as in evaluation: the user side reads the features only
         if features is not None:
-            features = features[slot].view(b, h, -1)  # [B, H, F]
+            features = features.index_select(0, slot).view(b, h, -1)  # [B, H, F]
+        if features is None or self.needs_history_vectors:
+            history_vectors = distinct.index_select(0, inverse[: b * h]).view(b, h, -1)  # [B, H, D]
         user = UserInputs(batch.history, batch.history_mask, history_vectors, batch.users, news, features)
         return self.score_candidates(user, candidate_vectors)
