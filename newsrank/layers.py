@@ -121,7 +121,9 @@ class MultiHeadSelfAttention(nn.Module):
         # assemble the Q/K/V gradients with fewer copies (~10% of this layer's forward + backward).
         q, k, v = (t.transpose(1, 2) for t in qkv.view(b, length, 3, self.heads, self.head_dim).unbind(2))  # each [B, heads, L, head_dim]
         bias = None
-        if mask is not None:
+        # No mask when nothing is padding (a group of one title length; users with full histories):
+        # the unmasked kernel is 7-15% faster forward + backward (20 heads, 3-8 words, one thread).
+        if mask is not None and not bool(mask.all()):
             bias = masked_fill_min(qkv.new_zeros(b, 1, 1, length), mask[:, None, None, :])  # [B, 1, 1, L]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, heads, L, head_dim]
         return out.transpose(1, 2).reshape(b, length, self.out_dim)  # [B, L, heads * head_dim]
