@@ -301,18 +301,22 @@ class NewsRecModel(nn.Module):
         longest = int(lengths.max()) if len(rows) else 1
         bounds = torch.tensor(length_bounds(longest, self.exact_length_groups), device=rows.device)
         ends = torch.searchsorted(lengths[order], bounds, right=True).tolist() + [len(rows)]
-        out, start = None, 0
+        parts, start = [], 0
         with self.gathered_lookups(news, rows):
             for end in ends:
                 step = max_batch or max(end - start, 1)
                 for lo in range(start, end, step):
                     picked = order[lo : min(end, lo + step)]
-                    vectors = self.encode_news(news.take(rows[picked]), None if users is None else users[picked])
-                    if out is None:
-                        out = vectors.new_empty(len(rows), vectors.shape[1])
-                    out[picked] = vectors.to(out.dtype)  # (under autocast a group may come out in another dtype)
+                    parts.append(self.encode_news(news.take(rows[picked]), None if users is None else users[picked]))
                 start = end
-        return out
+        if not parts:
+            return None
+        # The groups' vectors stacked in length order, then put back in row order by one gather
+        # (writing each group into a [R, D] result instead made its backward copy [R, D] per group).
+        stacked = torch.cat([part.to(parts[0].dtype) for part in parts])  # [R, D] (autocast may vary a group's dtype)
+        position = torch.empty_like(order)
+        position[order[: len(stacked)]] = torch.arange(len(stacked), device=order.device)
+        return stacked.index_select(0, position)  # [R, D]
 
     @contextmanager
     def gathered_lookups(self, news: NewsFeatures, rows: torch.Tensor) -> Iterator[None]:
