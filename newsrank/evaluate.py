@@ -148,23 +148,31 @@ def score_behaviors(
                 first = first.scatter_reduce(0, inverse, torch.arange(len(keys), device=device), "amin")  # [u]
                 history, users = history[first], users[first]  # [u, W], [u]
             if news_vectors is None:
-                w = history.shape[1]
-                history_vectors = model.encode_pairs(news, history.reshape(-1), users.repeat_interleave(w))
-                history_vectors = history_vectors.view(len(history), w, -1)  # [b, W, D]
                 cand_vectors = model.encode_pairs(news, cand_rows, users[inverse][owner])  # [t, D]
             else:
-                history_vectors = None  # the model reads its features only
-                if feature_table is None or model.needs_history_vectors:
-                    history_vectors = gather_rows(news_vectors, history)  # [b, W, D]
                 cand_vectors = news_vectors.index_select(0, cand_rows)  # [t, D]
-            features = None if feature_table is None else gather_rows(feature_table, history)  # [b, W, F]
-            inputs = UserInputs(history, history != PAD, history_vectors, users, news, features)
+
+            def user_inputs(history: torch.Tensor, users: torch.Tensor) -> UserInputs:
+                if news_vectors is None:
+                    w = history.shape[1]
+                    history_vectors = model.encode_pairs(news, history.reshape(-1), users.repeat_interleave(w))
+                    history_vectors = history_vectors.view(len(history), w, -1)  # [b, W, D]
+                else:
+                    history_vectors = None  # the model reads its features only
+                    if feature_table is None or model.needs_history_vectors:
+                        history_vectors = gather_rows(news_vectors, history)  # [b, W, D]
+                features = None if feature_table is None else gather_rows(feature_table, history)  # [b, W, F]
+                return UserInputs(history, history != PAD, history_vectors, users, news, features)
+
             if model.candidate_aware:
                 # No user vector to cache: all candidates of these impressions in one batched call.
                 padded, mask = padded_candidates(torch.arange(len(cand_rows), device=device), counts)  # [b, C]
-                flat = model.score_candidates(inputs, cand_vectors[padded], mask)[mask]  # [t]
+                flat = model.score_candidates(user_inputs(history, users), cand_vectors[padded], mask)[mask]  # [t]
             else:
-                user_vectors = model.encode_user(inputs)[inverse]  # [b, D]
+                step = model.cpu_users_per_pass if history.device.type == "cpu" else None
+                step = step or max(len(history), 1)
+                user_vectors = torch.cat([model.encode_user(user_inputs(history[i : i + step], users[i : i + step]))
+                                          for i in range(0, len(history), step)])[inverse]  # [b, D]
                 flat = model.score(user_vectors[owner], cand_vectors[:, None, :])[:, 0]  # [t]
             scores[positions] = flat.float().cpu().numpy()
     return scores

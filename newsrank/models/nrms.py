@@ -41,6 +41,7 @@ class NRMSConfig(PLMOptions):
 class NRMS(NewsRecModel):
     config_class = NRMSConfig
     needs_history_vectors = False  # its user side reads the clicks' Q/K/V only
+    cpu_users_per_pass = 32  # evaluation: the users' gathered Q/K/V stay in the CPU caches
     exact_length_groups = True  # word self-attention: groups of one title length, no padding
 
     @classmethod
