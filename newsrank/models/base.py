@@ -214,9 +214,9 @@ class NewsRecModel(nn.Module):
     exact_length_groups: bool = False
     #: On the CPU the evaluator runs the user side for at most this many users at a time (None: a
     #: whole evaluation batch at once). NRMS gathers [users, 50, 1,200] click features (61 MB for
-    #: 256 users): 32 at a time stay in the CPU caches (mlsmall_mind dev, one thread: 3,316 -> 4,147
-    #: impressions/s at eval_batch_size 256 -> 32); LSTUR, GRU, NAML, FUM and NPA were as fast or
-    #: faster with the whole batch (a recurrence steps all users together).
+    #: 256 users): 32 at a time stay in the CPU caches (mlsmall_mind dev, one thread: 3,156 -> 3,823
+    #: impressions/s); LSTUR, GRU, NAML, FUM, DKN and NPA were as fast or faster in whole batches
+    #: of 256 than of 64 or 32 (a recurrence steps all users together).
     cpu_users_per_pass: int | None = None
     #: Set by the trainer under DDP (``train.share_news``): the ranks split each batch's distinct news
     #: between them (``encode_shared``) instead of each encoding all of its own share's.
@@ -320,8 +320,8 @@ class NewsRecModel(nn.Module):
         # The groups' vectors stacked in length order, then put back in row order by one gather
         # (writing each group into a [R, D] result instead made its backward copy [R, D] per group).
         stacked = torch.cat([part.to(parts[0].dtype) for part in parts])  # [R, D] (autocast may vary a group's dtype)
-        position = torch.empty_like(order)
-        position[order[: len(stacked)]] = torch.arange(len(stacked), device=order.device)
+        position = torch.empty_like(order)  # [R]: where each row's vector sits in ``stacked``
+        position[order] = torch.arange(len(order), device=order.device)
         return stacked.index_select(0, position)  # [R, D]
 
     @contextmanager
