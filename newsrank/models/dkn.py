@@ -154,8 +154,13 @@ class DKN(NewsRecModel):
         return torch.cat(pooled, dim=-1)  # [N, len(filter_sizes) * filters]
 
     def history_features(self, vectors: torch.Tensor) -> torch.Tensor:
-        """[N, A] the clicked half W_c e_k of the candidate attention's first layer, per news vector."""
-        return F.linear(vectors, self.attention.weight[:, : vectors.shape[-1]])
+        """[N, A] the clicked half W_c e_k of the candidate attention's first layer, per news vector;
+        outside training with the DNN score also [N, A + K]: then the user half W_u e_k of the DNN's
+        first layer follows (K = dnn_hidden; see ``score_candidates``)."""
+        d = vectors.shape[-1]
+        if self.training or self.config.score != "dnn":
+            return F.linear(vectors, self.attention.weight[:, :d])
+        return F.linear(vectors, torch.cat([self.attention.weight[:, :d], self.dnn[0].weight[:, :d]]))
 
     def score_candidates(
         self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None
@@ -165,10 +170,27 @@ class DKN(NewsRecModel):
         # H([e_k; e_j]) = W_c e_k + W_j e_j + b: the clicked half once per news (history_features), the
         # candidate half per candidate, then broadcast.
         w = self.attention.weight  # [A, 2D]
-        hidden = (self.features_of(user)[:, None, :, :]  # [B, 1, H, A]
-                  + F.linear(candidates, w[:, d:], self.attention.bias)[:, :, None, :])  # [B, C, H, A]
-        logits = self.attention_out(torch.relu(hidden)).squeeze(-1)  # [B, C, H]
+        features = self.features_of(user)  # [B, H, A] or, outside training, [B, H, A + K]
+        clicked = features[..., : w.shape[0]]  # [B, H, A]
+        candidate = F.linear(candidates, w[:, d:], self.attention.bias)  # [B, C, A]
+        # The [B, C, H, A] hidden layer is most of DKN's evaluation. Its ReLU runs in place and its
+        # output layer (A -> 1) as a matrix-vector product (addmm with one output column was ~40%
+        # slower; the same values); without gradients a few impressions at a time, so each pass's
+        # hidden layer (~1 MB) stays in the cache (mlsmall_mind dev: ~2.3x faster for this block).
+        step = len(clicked) if torch.is_grad_enabled() else max(1, (1 << 18) // max(1, clicked[0].numel() * len(candidate[0])))
+        logits = torch.cat([
+            (clicked[i : i + step, None, :, :] + candidate[i : i + step, :, None, :])  # [b, C, H, A]
+            .relu_().matmul(self.attention_out.weight[0]).add_(self.attention_out.bias)  # [b, C, H]
+            for i in range(0, len(clicked), step)])  # [B, C, H]
         weights = torch.softmax(masked_fill_min(logits, click_mask[:, None, :]), dim=-1)  # [B, C, H]
+        if features.shape[-1] > w.shape[0]:
+            # The DNN's first layer W [u; e_j] + b = W_u u + W_j e_j + b with u = sum_h a_h e_h, so
+            # W_u u = sum_h a_h (W_u e_h): W_u e_h comes once per news item with the features, and
+            # the per-candidate product over [u; e_j] (600 x 300 for each candidate) halves.
+            first = self.dnn[0]
+            hidden = (torch.einsum("bch,bhk->bck", weights, features[..., w.shape[0]:])  # [B, C, K]
+                      + F.linear(candidates, first.weight[:, d:], first.bias))
+            return self.dnn[2](self.dnn[1](hidden)).squeeze(-1)  # [B, C]
         users = torch.einsum("bch,bhd->bcd", weights, clicks)  # [B, C, D]: the user as seen by each candidate
         if self.config.score == "dot":  # no room for a candidate-only prior (see the module doc)
             return (users * candidates).sum(dim=-1)  # [B, C]
