@@ -111,6 +111,8 @@ def score_behaviors(
             news_vectors = encode_all_news(model, news, batch_size)  # [N, D]
         # What the user side reads of each clicked news alone (NRMS: Q/K/V), once per news item.
         feature_table = None if news_vectors is None else model.history_features(news_vectors)  # [N, F] or None
+        # And what a candidate-aware model reads of each candidate alone (DKN: its layers' candidate halves).
+        candidate_table = None if news_vectors is None else model.candidate_features(news_vectors)  # [N, F'] or None
         offsets = np.asarray(behaviors.offsets)
         candidates = np.asarray(behaviors.candidates)  # [T] (memory-mapped from the cache: read per batch)
         scores = np.empty(len(candidates), dtype=np.float32)
@@ -167,7 +169,9 @@ def score_behaviors(
             if model.candidate_aware:
                 # No user vector to cache: all candidates of these impressions in one batched call.
                 padded, mask = padded_candidates(torch.arange(len(cand_rows), device=device), counts)  # [b, C]
-                flat = model.score_candidates(user_inputs(history, users), cand_vectors[padded], mask)[mask]  # [t]
+                cand_features = None if candidate_table is None else candidate_table.index_select(0, cand_rows)[padded]
+                flat = model.score_candidates(user_inputs(history, users), cand_vectors[padded], mask,
+                                              candidate_features=cand_features)[mask]  # [t]
             else:
                 step = model.cpu_users_per_pass if history.device.type == "cpu" else None
                 step = step or max(len(history), 1)

@@ -389,13 +389,23 @@ class NewsRecModel(nn.Module):
         vectors = sharing.gather(share, order, cuts)  # [U, D]
         return vectors, torch.searchsorted(unique, self.news_keys(news, rows, users))
 
+    def candidate_features(self, vectors: torch.Tensor) -> torch.Tensor | None:
+        """[..., F] what a candidate-aware model's scoring computes from each candidate news vector
+        [..., D] alone (DKN: the candidate halves of its attention's and its DNN's first layers), or
+        None (default). The evaluator computes it once per news item of the split and hands each
+        batch's rows to ``score_candidates`` as ``candidate_features``; without them the model
+        computes the same from the candidates' vectors (a test checks both agree)."""
+        return None
+
     def score_candidates(
-        self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None
+        self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None, *,
+        candidate_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores [B, C] of candidates [B, C, D] (news vectors) for the impressions ``user`` describes;
         ``mask`` [B, C] bool marks real candidates (padding candidates may score anything; None = all
-        real). Cacheable models keep this default; candidate-aware models override it, and a
-        candidate's score must not depend on the other candidates of its impression."""
+        real); ``candidate_features`` [B, C, F]: ``candidate_features`` of the candidates, or None.
+        Cacheable models keep this default; candidate-aware models override it, and a candidate's
+        score must not depend on the other candidates of its impression."""
         return self.score(self.encode_user(user), candidates)
 
     def score(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

@@ -162,34 +162,55 @@ class DKN(NewsRecModel):
             return F.linear(vectors, self.attention.weight[:, :d])
         return F.linear(vectors, torch.cat([self.attention.weight[:, :d], self.dnn[0].weight[:, :d]]))
 
-    def score_candidates(
-        self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        clicks, click_mask = user.history_vectors, user.history_mask  # [B, H, D], [B, H]
-        d = clicks.shape[-1]
+    def candidate_features(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[..., A] the candidate half W_j e_j + b of the candidate attention's first layer, per news
+        vector [..., D]; outside training with the DNN score [..., A + K]: then the candidate half of
+        the DNN's first layer, with its bias, follows (see ``history_features``)."""
+        d = vectors.shape[-1]
+        if self.training or self.config.score != "dnn":
+            return F.linear(vectors, self.attention.weight[:, d:], self.attention.bias)
+        first = self.dnn[0]
+        return F.linear(vectors, torch.cat([self.attention.weight[:, d:], first.weight[:, d:]]),
+                        torch.cat([self.attention.bias, first.bias]))
+
+    def click_logits(self, features: torch.Tensor, candidate_features: torch.Tensor) -> torch.Tensor:
+        """[B, C, H] the candidate attention's logits over each impression's clicks (before the
+        softmax over the real ones), from the clicks' ``history_features`` [B, H, A(+K)] and the
+        candidates' ``candidate_features`` [B, C, A(+K)]."""
         # H([e_k; e_j]) = W_c e_k + W_j e_j + b: the clicked half once per news (history_features), the
-        # candidate half per candidate, then broadcast.
-        w = self.attention.weight  # [A, 2D]
-        features = self.features_of(user)  # [B, H, A] or, outside training, [B, H, A + K]
-        clicked = features[..., : w.shape[0]]  # [B, H, A]
-        candidate = F.linear(candidates, w[:, d:], self.attention.bias)  # [B, C, A]
+        # candidate half per candidate (in evaluation once per news: candidate_features), then broadcast.
+        a = self.attention.out_features
+        clicked = features[..., :a]  # [B, H, A]
+        candidate = candidate_features[..., :a]  # [B, C, A]
         # The [B, C, H, A] hidden layer is most of DKN's evaluation. Its ReLU runs in place and its
         # output layer (A -> 1) as a matrix-vector product (addmm with one output column was ~40%
         # slower; the same values); without gradients a few impressions at a time, so each pass's
         # hidden layer (~1 MB) stays in the cache (mlsmall_mind dev: ~2.3x faster for this block).
-        step = len(clicked) if torch.is_grad_enabled() else max(1, (1 << 18) // max(1, clicked[0].numel() * len(candidate[0])))
-        logits = torch.cat([
+        per_impression = max(1, candidate.shape[1] * clicked.shape[1] * a)  # floats of one impression's hidden layer
+        step = len(clicked) if torch.is_grad_enabled() else max(1, (1 << 18) // per_impression)
+        return torch.cat([
             (clicked[i : i + step, None, :, :] + candidate[i : i + step, :, None, :])  # [b, C, H, A]
             .relu_().matmul(self.attention_out.weight[0]).add_(self.attention_out.bias)  # [b, C, H]
             for i in range(0, len(clicked), step)])  # [B, C, H]
+
+    def score_candidates(
+        self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None, *,
+        candidate_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        clicks, click_mask = user.history_vectors, user.history_mask  # [B, H, D], [B, H]
+        a = self.attention.out_features
+        features = self.features_of(user)  # [B, H, A] or, outside training, [B, H, A + K]
+        if candidate_features is None:
+            candidate_features = self.candidate_features(candidates)  # [B, C, A] or [B, C, A + K]
+        logits = self.click_logits(features, candidate_features)  # [B, C, H]
         weights = torch.softmax(masked_fill_min(logits, click_mask[:, None, :]), dim=-1)  # [B, C, H]
-        if features.shape[-1] > w.shape[0]:
+        if features.shape[-1] > a and candidate_features.shape[-1] > a:
             # The DNN's first layer W [u; e_j] + b = W_u u + W_j e_j + b with u = sum_h a_h e_h, so
-            # W_u u = sum_h a_h (W_u e_h): W_u e_h comes once per news item with the features, and
-            # the per-candidate product over [u; e_j] (600 x 300 for each candidate) halves.
-            first = self.dnn[0]
-            hidden = (torch.einsum("bch,bhk->bck", weights, features[..., w.shape[0]:])  # [B, C, K]
-                      + F.linear(candidates, first.weight[:, d:], first.bias))
+            # W_u u = sum_h a_h (W_u e_h): W_u e_h comes once per news item with the features and
+            # W_j e_j + b with the candidate features, and the per-candidate product over [u; e_j]
+            # (600 x 300 for each candidate) is gone.
+            hidden = (torch.einsum("bch,bhk->bck", weights, features[..., a:])  # [B, C, K]
+                      + candidate_features[..., a:])
             return self.dnn[2](self.dnn[1](hidden)).squeeze(-1)  # [B, C]
         users = torch.einsum("bch,bhd->bcd", weights, clicks)  # [B, C, D]: the user as seen by each candidate
         if self.config.score == "dot":  # no room for a candidate-only prior (see the module doc)

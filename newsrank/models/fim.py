@@ -116,7 +116,8 @@ class FIM(NewsRecModel):
         return torch.stack(levels, dim=1).flatten(1)  # [N, levels * L * F]
 
     def score_candidates(
-        self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None
+        self, user: UserInputs, candidates: torch.Tensor, mask: torch.Tensor | None = None, *,
+        candidate_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         cfg = self.config
         lv, length, f, k = len(cfg.dilations), cfg.title_words, cfg.filters, cfg.history_clicks

@@ -127,12 +127,12 @@ def explain(engine, pool, inputs, vectors: torch.Tensor, row: int, score: float)
                  "clicks": None, "words": None, "fine_tokens": None, "notes": []}
 
     if clicks_path is not None:
-        with captured(model, clicks_path) as found:
-            if model.candidate_aware:
-                model.score_candidates(inputs, vectors[[row]][None])  # [1, 1]
-            else:
+        if model.candidate_aware:  # DKN: its attention's logits for this candidate, [1, 1, H]
+            weights = model.click_logits(model.features_of(inputs), model.candidate_features(vectors[[row]][None]))
+        else:
+            with captured(model, clicks_path) as found:
                 model.encode_user(inputs)  # [1, D]
-        weights = found[-1]
+            weights = found[-1]
         if model.candidate_aware:  # [1, 1, H] logits: softmax over the real clicks
             weights = torch.softmax(masked_fill_min(weights[:, 0], inputs.history_mask), dim=-1)
             out["notes"].append("click weights are the candidate's own (candidate-aware attention)")
