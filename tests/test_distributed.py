@@ -112,3 +112,14 @@ def test_two_processes_step_with_the_single_process_gradients(synth_dir, tmp_pat
     for name, by_mode in differences.items():
         for mode, difference in by_mode.items():
             assert difference < 1e-5, (name, mode, difference)
+
+
+def test_news_sharing_cuts_runs_of_about_equal_cost():
+    """Each rank's run of the length-sorted news costs about 1 / size of the whole; no item is lost."""
+    from newsrank.core.distributed import NewsSharing
+
+    costs = torch.tensor([1.0] * 6 + [5.0] * 2, dtype=torch.float64)  # total 16: 8 short items, then 2 long
+    assert NewsSharing(0, 2, None).cuts(costs) == [0, 6, 8]  # costs 6 and 10: a run ends before the item that passes half
+    assert NewsSharing(0, 4, None).cuts(costs)[::4] == [0, 8]
+    assert NewsSharing(1, 3, None).cuts(torch.ones(9, dtype=torch.float64)) == [0, 3, 6, 9]
+    assert NewsSharing(0, 2, None).cuts(torch.zeros(0, dtype=torch.float64)) == [0, 0, 0]
