@@ -304,9 +304,7 @@ class NewsRecModel(nn.Module):
         """
         lengths = self.row_lengths(news, rows)  # [R]
         order = torch.argsort(lengths, stable=True)  # [R]
-        longest = int(lengths.max()) if len(rows) else 1
-        bounds = torch.tensor(length_bounds(longest, self.exact_length_groups), device=rows.device)
-        ends = torch.searchsorted(lengths[order], bounds, right=True).tolist() + [len(rows)]
+        ends = self.length_group_ends(lengths[order])
         parts, start = [], 0
         with self.gathered_lookups(news, rows):
             for end in ends:
@@ -324,14 +322,22 @@ class NewsRecModel(nn.Module):
         position[order] = torch.arange(len(order), device=order.device)
         return stacked.index_select(0, position)  # [R, D]
 
+    def length_group_ends(self, ordered: torch.Tensor) -> list[int]:
+        """Where each of ``encode_news_rows``' length groups ends (exclusive, the last one
+        ``len(ordered)``; some groups may be empty) among text lengths sorted ascending [R]."""
+        longest = int(ordered[-1]) if len(ordered) else 1
+        bounds = torch.tensor(length_bounds(longest, self.exact_length_groups), device=ordered.device)
+        return torch.searchsorted(ordered, bounds, right=True).tolist() + [len(ordered)]
+
     @contextmanager
     def gathered_lookups(self, news: NewsFeatures, rows: torch.Tensor) -> Iterator[None]:
         """While training, every trainable ``LookupTable`` of the model gathers the ids of news ``rows``
         once (words: the ``text_fields``; entities: ``news.entities``), so that the length groups'
         lookups make one dense table gradient, not one each. Without gradients nothing changes."""
-        tables = [m for m in self.modules() if isinstance(m, LookupTable) and m.weight.requires_grad]
+        tables = [] if not torch.is_grad_enabled() else [
+            m for m in self.modules() if isinstance(m, LookupTable) and m.weight.requires_grad]
         with ExitStack() as stack:
-            if tables and torch.is_grad_enabled():
+            if tables:
                 ids = {"words": [getattr(news, f)[rows].reshape(-1) for f in self.text_fields()],
                        "entities": [] if news.entities is None else [news.entities[rows].reshape(-1)]}
                 for table in tables:
@@ -379,11 +385,9 @@ class NewsRecModel(nn.Module):
         # Estimated cost in units of ~16 us (NRMS, one thread, forward + backward): (title length + 1)
         # per item, and 100 per length group, carried by its first item (1-1.6 ms a group: alone, a
         # group measured ~1 ms; 100 evened the two ranks' encoding, 27.8 / 28.1 ms, where 64 gave 26.9 / 29.4).
-        bounds = torch.tensor(length_bounds(int(ordered[-1]) if len(ordered) else 1, self.exact_length_groups),
-                              device=ordered.device)
-        group = torch.searchsorted(bounds, ordered)  # [U] length group of each item
-        opens = torch.ones_like(ordered, dtype=torch.bool)
-        opens[1:] = group[1:] != group[:-1]
+        opens = torch.zeros_like(ordered, dtype=torch.bool)  # [U] True at the first item of each length group
+        starts = [0, *self.length_group_ends(ordered)[:-1]]  # empty groups repeat the next one's start
+        opens[[start for start in starts if start < len(ordered)]] = True
         cuts = sharing.cuts((ordered + 1 + 100 * opens).to(torch.float64))
         share = self.encode_keys(news, unique[order[cuts[sharing.rank] : cuts[sharing.rank + 1]]])  # [S, D]
         vectors = sharing.gather(share, order, cuts)  # [U, D]

@@ -153,12 +153,18 @@ class DKN(NewsRecModel):
             pooled.append(masked_fill_min(c, valid[:, None, :]).max(dim=-1).values)  # [N, filters]
         return torch.cat(pooled, dim=-1)  # [N, len(filter_sizes) * filters]
 
+    @property
+    def _dnn_halves_cached(self) -> bool:
+        """Outside training with the DNN score, ``history_features`` and ``candidate_features`` also
+        carry the user and candidate halves of the DNN's first layer (see ``score_candidates``)."""
+        return not self.training and self.config.score == "dnn"
+
     def history_features(self, vectors: torch.Tensor) -> torch.Tensor:
         """[N, A] the clicked half W_c e_k of the candidate attention's first layer, per news vector;
         outside training with the DNN score also [N, A + K]: then the user half W_u e_k of the DNN's
         first layer follows (K = dnn_hidden; see ``score_candidates``)."""
         d = vectors.shape[-1]
-        if self.training or self.config.score != "dnn":
+        if not self._dnn_halves_cached:
             return F.linear(vectors, self.attention.weight[:, :d])
         return F.linear(vectors, torch.cat([self.attention.weight[:, :d], self.dnn[0].weight[:, :d]]))
 
@@ -167,7 +173,7 @@ class DKN(NewsRecModel):
         vector [..., D]; outside training with the DNN score [..., A + K]: then the candidate half of
         the DNN's first layer, with its bias, follows (see ``history_features``)."""
         d = vectors.shape[-1]
-        if self.training or self.config.score != "dnn":
+        if not self._dnn_halves_cached:
             return F.linear(vectors, self.attention.weight[:, d:], self.attention.bias)
         first = self.dnn[0]
         return F.linear(vectors, torch.cat([self.attention.weight[:, d:], first.weight[:, d:]]),
