@@ -6,8 +6,9 @@
 Both runs train NRMS (GloVe 50-d) on the same ``--batches`` global batches of 32 (each of the N
 processes takes its 32/N share of every batch, the ranks split each batch's distinct news between
 them (``train.share_news``), DDP averages the gradients), then score the whole dev split (sharded
-over the processes). ``--own-news`` adds a run where every rank encodes all of its share's news. Prints training samples/s, the speed-up, dev AUC of both
-and their difference, with the commit and the machine.
+over the processes). ``--own-news`` adds a run where every rank encodes all of its share's news.
+Prints training samples/s, the speed-ups, each run's dev AUC and the default run's difference from
+one process, with the commit and the machine.
 """
 
 from __future__ import annotations
