@@ -82,13 +82,18 @@ class Fastformer(nn.Module):
         nn.init.uniform_(self.key_att, -bound, bound)
 
     def global_key(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
-                   padding_is_zero: bool = False) -> torch.Tensor:
+                   padding_is_zero: bool = False, multiplicity: torch.Tensor | None = None) -> torch.Tensor:
         """g_k [B, H, d] of q, k [B, L, H, d]: the two additive-attention poolings.
 
         Uses g_k = sum_i beta_i (g_q * k_i) = g_q * sum_i beta_i k_i and w_k . (g_q * k_i) =
         (w_k * g_q) . k_i, so p_i is never formed: both poolings are batched matrix products.
         Padding positions get exactly zero weight, and q, k are zeroed there (unless the caller
         says they already are) so that 0 * (inf or NaN junk) cannot poison the sums.
+
+        ``multiplicity`` [B, L] (> 0 at real positions): position i stands for that many equal
+        inputs (a caller that keeps each distinct input of a sequence once, FUM in evaluation).
+        Their softmax weights add up to m_i exp(s_i) / sum_j m_j exp(s_j), i.e. log m_i is added
+        to each score: the same poolings as over the sequence with the repeats written out.
         """
         scale = math.sqrt(self.head_dim)
         if mask is not None and not padding_is_zero:
@@ -102,8 +107,11 @@ class Fastformer(nn.Module):
         blocks = torch.eye(heads, dtype=q.dtype, device=q.device).repeat_interleave(d, dim=0)  # [H*d, H]
         mask = None if mask is None else mask[:, :, None]  # [B, L, 1]
 
+        log_m = None if multiplicity is None else torch.log(multiplicity.to(q.dtype))[:, :, None]  # [B, L, 1]
+
         def pool(x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # -> [B, H, d]
-            weights = self.attention_dropout(torch.softmax(masked_fill_min(scores / scale, mask), dim=1))  # [B, L, H]
+            scores = scores / scale if log_m is None else scores / scale + log_m  # [B, L, H]
+            weights = self.attention_dropout(torch.softmax(masked_fill_min(scores, mask), dim=1))  # [B, L, H]
             pooled = torch.bmm(weights.transpose(1, 2), x).view(b, heads, heads, d)  # [B, H, H, d]
             return pooled.diagonal(dim1=1, dim2=2).transpose(1, 2)  # head h's weights on head h's slice
 

@@ -218,3 +218,23 @@ def test_dropout_only_in_training():
     layer.train()
     assert not torch.equal(layer(x, mask), layer(x, mask))
     assert isinstance(layer.attention_dropout, nn.Dropout)
+
+
+def test_global_key_with_multiplicity_equals_the_repeats_written_out():
+    """Each distinct input kept once with its count gives the global key of the whole sequence."""
+    torch.manual_seed(0)
+    layer = Fastformer(12, 3).eval()
+    distinct = torch.randn(2, 4, 12)  # [B, U, dim]
+    count = torch.tensor([[1, 3, 2, 1], [2, 1, 1, 1]])  # [B, U]; user 1's last input is padding
+    mask = torch.tensor([[True] * 4, [True, True, True, False]])
+    split = (2, -1, 3, 4)
+    with torch.no_grad():
+        q, k, _ = layer.project(distinct)
+        q, k = q * mask[..., None], k * mask[..., None]  # padding rows are zero, as the caller promises
+        folded = layer.global_key(q.view(split), k.view(split), mask, padding_is_zero=True,
+                                  multiplicity=count.masked_fill(~mask, 1))
+        for user in range(2):
+            repeats = torch.cat([distinct[user, i].expand(int(count[user, i]), 12) for i in range(4) if mask[user, i]])
+            q_full, k_full, _ = layer.project(repeats[None])
+            expected = layer.global_key(q_full.view(1, -1, 3, 4), k_full.view(1, -1, 3, 4), None)
+            torch.testing.assert_close(folded[user], expected[0], rtol=1e-5, atol=1e-6)

@@ -142,14 +142,16 @@ def plain_fine_grained_user(model, user, junk_seed=None):
                                           "fine_entity_len": 2, "fastformer_value": "separate"},
                                      {"fine_categories": False}])
 def test_fine_grained_user_equals_the_plain_slot_grid(tiny_data, changes):
-    """Distinct-token projection, flat segments and (in evaluation) the folded W_p W_o give the
-    plain per-slot computation, whatever sits in the padded slots."""
+    """Distinct-token projection, flat segments and (in evaluation) each user's distinct tokens
+    with their counts and the folded per-user matrices give the plain per-slot computation,
+    whatever sits in the padded slots."""
     vocabs, (table, behaviors), _ = tiny_data
     model = make_model(vocabs, coarse=False, dropout=0.0, **changes)
     news = NewsFeatures.from_table(table)
     history = histories(behaviors, n=6)
     history[1, :-1] = 0  # one click only: a short sequence next to long ones
     history[2] = 0  # no click at all
+    history[3, -3:-1] = history[3, -1]  # one news clicked three times: every token repeats
     inputs = user_inputs(model, news, history)
     with torch.no_grad():
         expected = plain_fine_grained_user(model, inputs, junk_seed=0)

@@ -48,10 +48,12 @@ How u^f stays cheap (all exact; a test compares with the plain slot-grid computa
 * Only real tokens are computed: each user's tokens are packed to the left of one [B, L] row
   (text tokens first, then the category tokens), users sorted by length in evaluation, so there
   is no [B, H * T] slot grid; the Fastformer's poolings are batched matrix products.
-* In evaluation (no dropout) the output map W_o and the per-news pooling's first layer W_p fold
-  into one matrix per user: W_p out_i + b_p = (W_p W_o diag(g_k) + W_p) q_i + (W_p b_o + b_p)
-  (value = query); the pooled text vector is W_o (g_k * sum_i w_i q_i) + b_o + sum_i w_i q_i, so
-  W_o runs once per clicked news instead of once per token.
+* In evaluation (no dropout, ``_folded_fine_grained_user``) each user's distinct tokens are kept
+  once with their count (a token's outputs depend on its id and the user's global key only), and
+  the output map W_o, the per-news pooling's first layer W_p and the per-news dense map W_n fold
+  into per-user matrices: W_p out_i + b_p = (W_p W_o diag(g_k) + W_p) q_i + (W_p b_o + b_p) (value =
+  query), and likewise W_n's share of each text token and category token; W_o runs per user, not
+  per token.
 
 Deviations from the official code: masks everywhere (the official code has none, so padding
 tokens enter its Fastformer); dropout on u^f's token embeddings is drawn per distinct token id of
@@ -390,11 +392,101 @@ class FUM(NewsRecModel):
         groups.append(order[lo:])
         out = None
         for users in groups:
-            part = self._fine_grained_user(tokens, rows[users], kinds[users], mask[users], user.history_mask[users])
+            part = self._folded_fine_grained_user(tokens, rows[users], kinds[users], mask[users],
+                                                  user.history_mask[users])
             if out is None:
                 out = part.new_empty(len(counts), part.shape[1])
             out[users] = part.to(out.dtype)
         return out
+
+    def _folded_fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
+                                  mask: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """u^f [B, fine_news_dim] without dropout (evaluation): ``_fine_grained_user``'s values,
+        computed once per thing they depend on (arguments as there).
+
+        * A token's q, k, v depend on its id alone, so each user's distinct tokens are kept once,
+          with their count: the Fastformer's poolings weight a distinct token by its count
+          (``multiplicity``), and the per-news pooling's score of a token, which depends on the id
+          and the user's global key g only, is computed once per (user, distinct token).
+        * Between the Fastformer and the per-news vector e = W_n [t; c; s] + b_n everything is
+          linear but the pooling's tanh. With value = query, out_i = (W_o diag(g) + I) q_i + b_o,
+          so the pooling's hidden layer W_p out_i + b_p and the text part of e, W_n^t t with
+          t = sum_i w_i out_i, come from one per-user matrix [W_p; W_n^t] (W_o diag(g) + I) applied
+          to each distinct text token's q_i; the category and subcategory outputs' part of e from
+          W_n^c (W_o diag(g) + I) applied to their q. W_o never runs per token, nor W_n per news.
+        """
+        c, layer, pool = self.config, self.fastformer, self.token_pool
+        b, h, t = mask.shape
+        q_tok, k_tok, v_tok = tokens  # [U + 1, ff] each; the last row is zero (what padding gathers)
+        span = len(q_tok)
+        device = mask.device
+        owner, where = mask.reshape(b, h * t).nonzero(as_tuple=True)  # [N] user and slot of every real token
+        row = rows.reshape(b, h * t)[owner, where]  # [N] its row among the distinct tokens
+        is_text = torch.isin(kinds.reshape(b, h * t)[owner, where], torch.tensor(_TEXT_KINDS, device=device))  # [N]
+
+        # Each user's distinct tokens, packed to the left of one [B, L] row, text tokens first (only
+        # they are scored by the per-news pooling): sorting the keys (user, not text, row) gives that order.
+        key = (owner * 2 + (~is_text).long()) * span + row  # [N]
+        distinct, pair_of, count = torch.unique(key, return_inverse=True, return_counts=True)  # [P], [N], [P]
+        pair_owner = torch.div(distinct, 2 * span, rounding_mode="floor")  # [P]
+        pair_text = torch.div(distinct, span, rounding_mode="floor") % 2 == 0  # [P]
+        pairs = torch.bincount(pair_owner, minlength=b)  # [B] distinct tokens per user
+        place = torch.arange(len(distinct), device=device) - (torch.cumsum(pairs, 0) - pairs)[pair_owner]  # [P]
+        length = max(int(pairs.max()), 1) if b else 1
+        text_length = max(int(torch.bincount(pair_owner[pair_text], minlength=b).max()), 1) if b else 1
+        packed = torch.full((b, length), span - 1, dtype=torch.long, device=device)  # padding -> the zero row
+        packed[pair_owner, place] = distinct % span  # [B, L]
+        multiplicity = torch.ones(b, length, dtype=q_tok.dtype, device=device)
+        multiplicity[pair_owner, place] = count.to(q_tok.dtype)  # [B, L]
+        packed_mask = torch.arange(length, device=device) < pairs[:, None]  # [B, L]
+        q, k = q_tok[packed], k_tok[packed]  # [B, L, ff]
+        split = (b, length, layer.heads, layer.head_dim)
+        g = layer.global_key(q.view(split), k.view(split), packed_mask, padding_is_zero=True,
+                             multiplicity=multiplicity).flatten(1)  # [B, ff]
+
+        # Per-user matrices. u . tanh(x) = 2 u . sigmoid(2 x) - sum(u), and the constant cancels in
+        # the softmax: sigmoid is about half the cost of tanh on the CPU; the 2s go into the matrices.
+        w_p, w_o, b_o = pool.proj.weight, layer.transform.weight, layer.transform.bias  # [hid, ff], [ff, ff], [ff]
+        hid, ff = w_p.shape
+        w_n = self.fine_news.weight  # [n, ff * (1 + 2 * fine_categories)]
+        text_query_map = torch.cat([2 * w_p, w_n[:, :ff]])  # [hid + n, ff]: what multiplies q_i (the residual)
+        text_value_map = (text_query_map @ w_o)[None] * g[:, None, :]  # [B, hid + n, ff]: what multiplies v_i
+        bias = torch.cat([2 * (w_p @ b_o + pool.proj.bias), w_n.new_zeros(len(w_n))])  # [hid + n]
+        q_text = q[:, :text_length]  # [B, Lt, ff] (places beyond a user's text tokens are never read)
+        if v_tok is q_tok:
+            mapped = torch.baddbmm(bias, q_text, (text_value_map + text_query_map).transpose(1, 2))  # [B, Lt, hid + n]
+        else:
+            v_text = v_tok[packed[:, :text_length]]  # [B, Lt, ff]
+            mapped = torch.baddbmm(bias, v_text, text_value_map.transpose(1, 2)) + q_text @ text_query_map.T
+        scores = (torch.sigmoid(mapped[..., :hid]) @ (2 * pool.query.weight.T)).flatten()  # [B*Lt]
+        text_e = mapped[..., hid:].flatten(0, 1)  # [B*Lt, n]: W_n^t out_i less W_n^t b_o, per distinct text token
+
+        # per-news pooling: a softmax over each (user, click)'s text tokens, repeats included
+        text = is_text.nonzero().squeeze(1)  # [Nt]
+        pair = pair_of[text]  # [Nt]
+        at = pair_owner[pair] * text_length + place[pair]  # [Nt] its distinct token's row of [B*Lt]
+        segment = owner[text] * h + torch.div(where[text], t, rounding_mode="floor")  # [Nt] (user, click)
+        weights = segment_softmax(scores[at], segment, b * h)[:, None]  # [Nt, 1]
+        sums = text_e.new_zeros(b * h, 1 + text_e.shape[1]).index_add(
+            0, segment, torch.cat([weights, weights * text_e[at]], dim=1))  # [B*H, 1 + n]
+        weight_sum = sums[:, :1]  # 1, or 0 for a news without text (its t is 0)
+        per_news = sums[:, 1:] + weight_sum * (w_n[:, :ff] @ b_o)  # [B*H, n]
+        per_news = per_news.view(b, h, -1) + self.fine_news.bias  # [B, H, n]
+        if c.fine_categories:
+            # fine_grained_slots puts each click's category and subcategory token in its last two slots
+            present = mask[:, :, -2:]  # [B, H, 2]
+            tag_rows = torch.where(present, rows[:, :, -2:], span - 1)  # [B, H, 2]; none -> the zero row
+            q_tags = q_tok[tag_rows].flatten(2)  # [B, H, 2 ff]
+            tag_query_map = w_n[:, ff:]  # [n, 2 ff]: category, subcategory halves
+            halves = tag_query_map.view(-1, 2, ff)  # [n, 2, ff]
+            tag_value_map = (halves @ w_o).flatten(1)[None] * g.repeat(1, 2)[:, None, :]  # [B, n, 2 ff]
+            if v_tok is q_tok:
+                per_news = per_news + torch.bmm(q_tags, (tag_value_map + tag_query_map).transpose(1, 2))
+            else:
+                v_tags = v_tok[tag_rows].flatten(2)  # [B, H, 2 ff]
+                per_news = per_news + torch.bmm(v_tags, tag_value_map.transpose(1, 2)) + q_tags @ tag_query_map.T
+            per_news = per_news + present.to(per_news.dtype) @ (halves @ b_o).T  # the tags' W_n^c b_o
+        return self.fine_click_pool(per_news, history_mask)  # [B, fine_news_dim]
 
     def _fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
                            mask: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
@@ -436,44 +528,16 @@ class FUM(NewsRecModel):
         segment = torch.full((b, text_length), b * h, dtype=torch.long, device=mask.device)
         segment[owner[text], position[text]] = (owner * h + click)[text]
         segment = segment.flatten()  # [B*Lt]
-        q_text, v_text = q[:, :text_length], v[:, :text_length]  # [B, Lt, ff]
-        if self.training:
-            out = self.dropout(layer.transform(g[:, None] * v) + q)  # [B, L, ff]
-            x = out[:, :text_length].flatten(0, 1)  # [B*Lt, ff]
-            weights = segment_softmax(pool.scores(x), segment, b * h + 1)  # [B*Lt]
-            weighted = weights[:, None] * x  # [B*Lt, ff] (fp32 under CUDA autocast: the softmax is)
-            pooled = weighted.new_zeros(b * h + 1, x.shape[-1]).index_add(0, segment, weighted)[: b * h]
-        else:
-            # Folded (exact without dropout): W_p out_i + b_p = (W_p W_o diag(g) + W_p) q_i + (W_p b_o + b_p)
-            # for value = query, one per-user matrix; W_o then runs once per clicked news.
-            w_p, w_o, b_o = pool.proj.weight, layer.transform.weight, layer.transform.bias  # [hid, ff], [ff, ff]
-            folded = (w_p @ w_o)[None] * g[:, None, :]  # [B, hid, ff]
-            bias = w_p @ b_o + pool.proj.bias  # [hid]
-            # u . tanh(x) = 2 u . sigmoid(2 x) - sum(u), and the constant cancels in the softmax:
-            # sigmoid is about half the cost of tanh on the CPU; the 2s go into the matrices.
-            if v is q:
-                hidden = torch.baddbmm(2 * bias, q_text, 2 * (folded + w_p).transpose(1, 2))  # [B, Lt, hid]: 2 x
-            else:
-                hidden = torch.baddbmm(2 * bias, v_text, 2 * folded.transpose(1, 2)) + q_text @ (2 * w_p.T)
-            scores = torch.sigmoid(hidden) @ (2 * pool.query.weight.T)  # [B, Lt, 1]
-            weights = segment_softmax(scores.flatten(), segment, b * h + 1)[:, None]  # [B*Lt, 1]
-            parts = [weights, weights * q_text.flatten(0, 1)] + ([] if v is q else [weights * v_text.flatten(0, 1)])
-            stacked = torch.cat(parts, dim=-1)  # [B*Lt, 1 + ff (+ ff)] (cat promotes mixed autocast dtypes)
-            sums = stacked.new_zeros(b * h + 1, stacked.shape[-1]).index_add(0, segment, stacked)[: b * h]
-            ff = q.shape[-1]
-            weight_sum, sum_q = sums[:, :1], sums[:, 1 : 1 + ff]  # weight_sum: 1, or 0 for a news without text
-            sum_v = sum_q if v is q else sums[:, 1 + ff :]
-            pooled = (g.repeat_interleave(h, dim=0) * sum_v) @ w_o.T + weight_sum * b_o + sum_q  # [B*H, ff]
-            out = None
+        out = self.dropout(layer.transform(g[:, None] * v) + q)  # [B, L, ff]
+        x = out[:, :text_length].flatten(0, 1)  # [B*Lt, ff]
+        weights = segment_softmax(pool.scores(x), segment, b * h + 1)  # [B*Lt]
+        weighted = weights[:, None] * x  # [B*Lt, ff] (fp32 under CUDA autocast: the softmax is)
+        pooled = weighted.new_zeros(b * h + 1, x.shape[-1]).index_add(0, segment, weighted)[: b * h]
         parts = [pooled]
         if c.fine_categories:  # the category and subcategory token outputs of every clicked news
             picked = ((kind == _CATEGORY) | (kind == _SUBCATEGORY)).nonzero().squeeze(1)  # two per real click
             o, at = owner[picked], position[picked]
-            if out is not None:
-                states = out[o, at]  # [n, ff]
-            else:
-                q_tag = q[o, at]  # [n, ff]
-                states = layer.transform(g[o] * (q_tag if v is q else v[o, at])) + q_tag
+            states = out[o, at]  # [n, ff]
             slot = (o * h + click[picked]) * 2 + (kind[picked] == _SUBCATEGORY).long()  # [n] row of [B*H*2]
             tags = states.new_zeros(b * h * 2, states.shape[-1]).index_copy(0, slot, states)
             parts.append(tags.view(b * h, 2 * states.shape[-1]))  # [B*H, 2*ff]: category, subcategory
