@@ -163,8 +163,8 @@ def score_behaviors(
                     history_vectors = None  # the model reads its features only
                     if feature_table is None or model.needs_history_vectors:
                         history_vectors = gather_rows(news_vectors, history)  # [b, W, D]
-                features = None if feature_table is None else gather_rows(feature_table, history)  # [b, W, F]
-                return UserInputs(history, history != PAD, history_vectors, users, news, features)
+                # the model gathers the clicks' features when it reads them (features_of)
+                return UserInputs(history, history != PAD, history_vectors, users, news, feature_table=feature_table)
 
             if model.candidate_aware:
                 # No user vector to cache: all candidates of these impressions in one batched call.

@@ -336,3 +336,22 @@ def test_entity_view_starts_from_the_entity_vectors(tiny_data):
     model = FUM(dataclasses.replace(config, init="official"), context)
     np.testing.assert_allclose(model.entities.weight[1:].detach().numpy(), vectors[1:])  # kept by the init
     assert not model.entities.weight[0].any()
+
+
+def test_coarse_part_in_user_groups_equals_one_pass(tiny_data, monkeypatch):
+    """u^c a few users at a time (evaluation on the CPU), features gathered from the evaluator's
+    table per pass, equals one pass over given features."""
+    vocabs, (table, behaviors), _ = tiny_data
+    model = make_model(vocabs, fine_grained=False).eval()
+    news = NewsFeatures.from_table(table)
+    history = torch.as_tensor(np.array(behaviors.history[:40], dtype=np.int64))
+    with torch.no_grad():
+        feature_table = model.history_features(model.encode_news(news))  # [N, 3 D]
+        given = UserInputs(history, history != 0, None, torch.zeros(len(history), dtype=torch.long), news,
+                           feature_table[history])
+        whole = model.encode_user(given)
+        monkeypatch.setattr(FUM, "CPU_COARSE_USERS", 3)
+        lazy = UserInputs(history, history != 0, None, torch.zeros(len(history), dtype=torch.long), news,
+                          feature_table=feature_table)
+        grouped = model.encode_user(lazy)
+    torch.testing.assert_close(grouped, whole, rtol=1e-5, atol=1e-6)

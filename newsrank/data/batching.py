@@ -133,12 +133,17 @@ class UserInputs:
     # news item by the trainer and once per news of the split by the evaluator; None: not given,
     # the model computes them from ``history_vectors`` itself (the two are equal)
     history_features: torch.Tensor | None = None
+    # [N, F] the same features of every news item of the split (the evaluator's cache), given
+    # instead of ``history_features``: the model gathers its clicks' rows when it reads them
+    # (``NewsRecModel.features_of``), so it can gather a few users at a time, in the CPU caches
+    feature_table: torch.Tensor | None = None
 
-    def take(self, rows: torch.Tensor) -> "UserInputs":
-        """The given impressions (rows of the batch); the news table is shared."""
+    def take(self, rows: torch.Tensor | slice) -> "UserInputs":
+        """The given impressions (rows of the batch); the news table and feature table are shared."""
         features = None if self.history_features is None else self.history_features[rows]
         vectors = None if self.history_vectors is None else self.history_vectors[rows]
-        return UserInputs(self.history[rows], self.history_mask[rows], vectors, self.users[rows], self.news, features)
+        return UserInputs(self.history[rows], self.history_mask[rows], vectors, self.users[rows], self.news, features,
+                          self.feature_table)
 
 
 @dataclass

@@ -216,7 +216,8 @@ class NewsRecModel(nn.Module):
     #: whole evaluation batch at once). NRMS gathers [users, 50, 1,200] click features (61 MB for
     #: 256 users): 32 at a time stay in the CPU caches (mlsmall_mind dev, one thread: 3,156 -> 3,823
     #: impressions/s); LSTUR, GRU, NAML, FUM, DKN and NPA were as fast or faster in whole batches
-    #: of 256 than of 64 or 32 (a recurrence steps all users together).
+    #: of 256 than of 64 or 32 (a recurrence steps all users together; FUM's u^f projects each
+    #: distinct token of a batch once, and its u^c takes ``CPU_COARSE_USERS`` at a time itself).
     cpu_users_per_pass: int | None = None
     #: Set by the trainer under DDP (``train.share_news``): the ranks split each batch's distinct news
     #: between them (``encode_shared``) instead of each encoding all of its own share's.
@@ -269,9 +270,13 @@ class NewsRecModel(nn.Module):
         return None
 
     def features_of(self, user: UserInputs) -> torch.Tensor:
-        """[B, H, F] ``user.history_features``, or this model's ``history_features`` of its vectors."""
+        """[B, H, F] ``user.history_features``, their rows of ``user.feature_table``, or this model's
+        ``history_features`` of its vectors."""
         if user.history_features is not None:
             return user.history_features
+        if user.feature_table is not None:
+            table = user.feature_table  # [N, F]
+            return table.index_select(0, user.history.reshape(-1)).view(*user.history.shape, table.shape[-1])
         b, h, d = user.history_vectors.shape
         return self.history_features(user.history_vectors.reshape(b * h, d)).view(b, h, -1)
 

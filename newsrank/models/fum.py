@@ -133,6 +133,7 @@ class FUM(NewsRecModel):
     needs_history_vectors = False  # its user side reads the clicks' Q/K/V only
     exact_length_groups = True  # word self-attention: groups of one title length, no padding
     INFERENCE_TOKENS = 1 << 13  # packed u^f tokens per pass when not training (memory, CPU caches)
+    CPU_COARSE_USERS = 32  # u^c's users per pass in evaluation on the CPU (0.31 -> 0.21 ms per user)
 
     def __init__(self, config: FUMConfig, context: ModelContext):
         super().__init__()
@@ -301,8 +302,7 @@ class FUM(NewsRecModel):
         c = self.config
         coarse = fine = None
         if c.coarse:
-            x = self.click_attention.attend(self.features_of(user), user.history_mask)  # [B, H, D]
-            coarse = self.click_pool(x, user.history_mask)  # [B, D]
+            coarse = self.coarse_user(user)  # [B, D]
         if c.fine_grained:
             fine = self.fine_grained_user(user)  # [B, fine_news_dim]
         if fine is None:
@@ -313,6 +313,20 @@ class FUM(NewsRecModel):
         if c.combine == "block":
             return torch.cat([self.coarse_out(coarse), self.fine_out(fine)], dim=-1)  # [B, D]
         return self.combine(torch.cat([coarse, fine], dim=-1))  # [B, D]
+
+    def coarse_user(self, user: UserInputs) -> torch.Tensor:
+        """u^c [B, D]: NRMS's user model over the clicks' Q/K/V. In evaluation on the CPU
+        ``CPU_COARSE_USERS`` users at a time, their features gathered per pass when the evaluator
+        hands over its feature table, as NRMS's ``cpu_users_per_pass`` (u^f keeps whole batches:
+        it projects each distinct token of a batch once)."""
+        b = len(user.history)
+        step = b if self.training or user.history.device.type != "cpu" else self.CPU_COARSE_USERS
+        parts = []
+        for i in range(0, max(b, 1), max(step, 1)):
+            part = user if step >= b else user.take(slice(i, i + step))
+            x = self.click_attention.attend(self.features_of(part), part.history_mask)  # [b', H, D]
+            parts.append(self.click_pool(x, part.history_mask))  # [b', D]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # [B, D]
 
     def fine_grained_slots(self, user: UserInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token slots of the clicked news: ids, token kinds and mask, each [B, H, T].
