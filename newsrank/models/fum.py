@@ -453,7 +453,8 @@ class FUM(NewsRecModel):
         multiplicity = torch.ones(b, length, dtype=q_tok.dtype, device=device)
         multiplicity[pair_owner, place] = count.to(q_tok.dtype)  # [B, L]
         packed_mask = torch.arange(length, device=device) < pairs[:, None]  # [B, L]
-        q, k = q_tok[packed], k_tok[packed]  # [B, L, ff]
+        flat_packed = packed.flatten()
+        q, k = (x.index_select(0, flat_packed).view(b, length, -1) for x in (q_tok, k_tok))  # [B, L, ff]
         split = (b, length, layer.heads, layer.head_dim)
         g = layer.global_key(q.view(split), k.view(split), packed_mask, padding_is_zero=True,
                              multiplicity=multiplicity).flatten(1)  # [B, ff]
@@ -463,15 +464,17 @@ class FUM(NewsRecModel):
         w_p, w_o, b_o = pool.proj.weight, layer.transform.weight, layer.transform.bias  # [hid, ff], [ff, ff], [ff]
         hid, ff = w_p.shape
         w_n = self.fine_news.weight  # [n, ff * (1 + 2 * fine_categories)]
-        text_query_map = torch.cat([2 * w_p, w_n[:, :ff]])  # [hid + n, ff]: what multiplies q_i (the residual)
-        text_value_map = (text_query_map @ w_o)[None] * g[:, None, :]  # [B, hid + n, ff]: what multiplies v_i
+        # The maps are built transposed, [ff, hid + n] per user, so that the products read them as they lie.
+        text_query_map = torch.cat([2 * w_p, w_n[:, :ff]]).T  # [ff, hid + n]: what multiplies q_i (the residual)
+        value_map = w_o.T @ text_query_map  # [ff, hid + n]: what multiplies g * v_i
         bias = torch.cat([2 * (w_p @ b_o + pool.proj.bias), w_n.new_zeros(len(w_n))])  # [hid + n]
         q_text = q[:, :text_length]  # [B, Lt, ff] (places beyond a user's text tokens are never read)
         if v_tok is q_tok:
-            mapped = torch.baddbmm(bias, q_text, (text_value_map + text_query_map).transpose(1, 2))  # [B, Lt, hid + n]
+            per_user = torch.addcmul(text_query_map, g[:, :, None], value_map)  # [B, ff, hid + n]
+            mapped = torch.baddbmm(bias, q_text, per_user)  # [B, Lt, hid + n]
         else:
-            v_text = v_tok[packed[:, :text_length]]  # [B, Lt, ff]
-            mapped = torch.baddbmm(bias, v_text, text_value_map.transpose(1, 2)) + q_text @ text_query_map.T
+            v_text = v_tok.index_select(0, packed[:, :text_length].flatten()).view(b, text_length, -1)  # [B, Lt, ff]
+            mapped = torch.baddbmm(bias, v_text, g[:, :, None] * value_map) + q_text @ text_query_map
         scores = (torch.sigmoid(mapped[..., :hid]) @ (2 * pool.query.weight.T)).flatten()  # [B*Lt]
         text_e = mapped[..., hid:].flatten(0, 1)  # [B*Lt, n]: W_n^t out_i less W_n^t b_o, per distinct text token
 
