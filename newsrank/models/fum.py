@@ -444,7 +444,8 @@ class FUM(NewsRecModel):
         device = mask.device
         owner, where = mask.reshape(b, h * t).nonzero(as_tuple=True)  # [N] user and slot of every real token
         row = rows.reshape(b, h * t)[owner, where]  # [N] its row among the distinct tokens
-        is_text = torch.isin(kinds.reshape(b, h * t)[owner, where], torch.tensor(_TEXT_KINDS, device=device))  # [N]
+        kind = kinds.reshape(b, h * t)[owner, where]  # [N]
+        is_text = torch.isin(kind, torch.tensor(_TEXT_KINDS, device=device))  # [N]
 
         # Each user's distinct tokens, packed to the left of one [B, L] row, text tokens first (only
         # they are scored by the per-news pooling): sorting the keys (user, not text, row) gives that order.
@@ -455,36 +456,44 @@ class FUM(NewsRecModel):
         pairs = torch.bincount(pair_owner, minlength=b)  # [B] distinct tokens per user
         place = torch.arange(len(distinct), device=device) - (torch.cumsum(pairs, 0) - pairs)[pair_owner]  # [P]
         length = max(int(pairs.max()), 1) if b else 1
-        text_length = max(int(torch.bincount(pair_owner[pair_text], minlength=b).max()), 1) if b else 1
+        text_counts = torch.bincount(pair_owner[pair_text], minlength=b)  # [B] distinct text tokens per user
+        text_length = max(int(text_counts.max()), 1) if b else 1
         packed = torch.full((b, length), span - 1, dtype=torch.long, device=device)  # padding -> the zero row
         packed[pair_owner, place] = distinct % span  # [B, L]
         multiplicity = torch.ones(b, length, dtype=q_tok.dtype, device=device)
         multiplicity[pair_owner, place] = count.to(q_tok.dtype)  # [B, L]
         packed_mask = torch.arange(length, device=device) < pairs[:, None]  # [B, L]
-        flat_packed = packed.flatten()
-        q, k = (x.index_select(0, flat_packed).view(b, length, -1) for x in (q_tok, k_tok))  # [B, L, ff]
+        q, k = (x.index_select(0, packed.flatten()).view(b, length, -1) for x in (q_tok, k_tok))  # [B, L, ff]
         split = (b, length, layer.heads, layer.head_dim)
         g = layer.global_key(q.view(split), k.view(split), packed_mask, padding_is_zero=True,
                              multiplicity=multiplicity).flatten(1)  # [B, ff]
 
-        # Per-user matrices. u . tanh(x) = 2 u . sigmoid(2 x) - sum(u), and the constant cancels in
-        # the softmax: sigmoid is about half the cost of tanh on the CPU; the 2s go into the matrices.
         w_p, w_o, b_o = pool.proj.weight, layer.transform.weight, layer.transform.bias  # [hid, ff], [ff, ff], [ff]
         hid, ff = w_p.shape
         w_n = self.fine_news.weight  # [n, ff * (1 + 2 * fine_categories)]
-        # The maps are built transposed, [ff, hid + n] per user, so that the products read them as they lie.
-        text_query_map = torch.cat([2 * w_p, w_n[:, :ff]]).T  # [ff, hid + n]: what multiplies q_i (the residual)
-        value_map = w_o.T @ text_query_map  # [ff, hid + n]: what multiplies g * v_i
+
+        def fold(places: torch.Tensor, query_map: torch.Tensor, bias: torch.Tensor,
+                 x_q: torch.Tensor | None = None) -> torch.Tensor:
+            """[B, W, m] (out_i - b_o) M + bias of the distinct tokens in ``places`` [B, W] (rows of
+            ``tokens``), for a map M [ff, m] of the Fastformer's output out_i = W_o (g * v_i) + b_o + q_i:
+            (g * v_i) (W_o^T M) + q_i M, one [ff, m] matrix per user, built transposed so that the
+            product reads it as it lies; W_o itself never runs per token."""
+            if x_q is None:  # (the caller may have them)
+                x_q = q_tok.index_select(0, places.flatten()).view(*places.shape, ff)  # [B, W, ff]
+            value_map = w_o.T @ query_map  # [ff, m]
+            if v_tok is q_tok:
+                return torch.baddbmm(bias, x_q, torch.addcmul(query_map, g[:, :, None], value_map))  # [B, W, m]
+            x_v = v_tok.index_select(0, places.flatten()).view(*places.shape, ff)  # [B, W, ff]
+            return torch.baddbmm(bias, x_v, g[:, :, None] * value_map) + x_q @ query_map
+
+        # Text tokens: the per-news pooling's hidden layer and their share of e, in one product.
+        # u . tanh(x) = 2 u . sigmoid(2 x) - sum(u), and the constant cancels in the softmax: sigmoid
+        # is about half the cost of tanh on the CPU; the 2s go into the map.
+        text_map = torch.cat([2 * w_p, w_n[:, :ff]]).T  # [ff, hid + n]
         bias = torch.cat([2 * (w_p @ b_o + pool.proj.bias), w_n.new_zeros(len(w_n))])  # [hid + n]
-        q_text = q[:, :text_length]  # [B, Lt, ff] (places beyond a user's text tokens are never read)
-        if v_tok is q_tok:
-            per_user = torch.addcmul(text_query_map, g[:, :, None], value_map)  # [B, ff, hid + n]
-            mapped = torch.baddbmm(bias, q_text, per_user)  # [B, Lt, hid + n]
-        else:
-            v_text = v_tok.index_select(0, packed[:, :text_length].flatten()).view(b, text_length, -1)  # [B, Lt, ff]
-            mapped = torch.baddbmm(bias, v_text, g[:, :, None] * value_map) + q_text @ text_query_map
+        mapped = fold(packed[:, :text_length], text_map, bias, q[:, :text_length])  # [B, Lt, hid + n] (places past a user's text unread)
         scores = (torch.sigmoid(mapped[..., :hid]) @ (2 * pool.query.weight.T)).flatten()  # [B*Lt]
-        text_e = mapped[..., hid:].flatten(0, 1)  # [B*Lt, n]: W_n^t out_i less W_n^t b_o, per distinct text token
+        text_e = mapped[..., hid:].flatten(0, 1)  # [B*Lt, n]: W_n^t (out_i - b_o), per distinct text token
 
         # per-news pooling: a softmax over each (user, click)'s text tokens, repeats included
         text = is_text.nonzero().squeeze(1)  # [Nt]
@@ -492,26 +501,27 @@ class FUM(NewsRecModel):
         at = pair_owner[pair] * text_length + place[pair]  # [Nt] its distinct token's row of [B*Lt]
         segment = owner[text] * h + torch.div(where[text], t, rounding_mode="floor")  # [Nt] (user, click)
         weights = segment_softmax(scores[at], segment, b * h)[:, None]  # [Nt, 1]
-        sums = text_e.new_zeros(b * h, 1 + text_e.shape[1]).index_add(
-            0, segment, torch.cat([weights, weights * text_e[at]], dim=1))  # [B*H, 1 + n]
-        weight_sum = sums[:, :1]  # 1, or 0 for a news without text (its t is 0)
-        per_news = sums[:, 1:] + weight_sum * (w_n[:, :ff] @ b_o)  # [B*H, n]
-        per_news = per_news.view(b, h, -1) + self.fine_news.bias  # [B, H, n]
+        segments, rows_added = [segment], [torch.cat([weights, weights * text_e[at]], dim=1)]  # [Nt, 1 + n]
         if c.fine_categories:
-            # fine_grained_slots puts each click's category and subcategory token in its last two slots
-            present = mask[:, :, -2:]  # [B, H, 2]
-            tag_rows = torch.where(present, rows[:, :, -2:], span - 1)  # [B, H, 2]; none -> the zero row
-            q_tags = q_tok[tag_rows].flatten(2)  # [B, H, 2 ff]
-            tag_query_map = w_n[:, ff:]  # [n, 2 ff]: category, subcategory halves
-            halves = tag_query_map.view(-1, 2, ff)  # [n, 2, ff]
-            tag_value_map = (halves @ w_o).flatten(1)[None] * g.repeat(1, 2)[:, None, :]  # [B, n, 2 ff]
-            if v_tok is q_tok:
-                per_news = per_news + torch.bmm(q_tags, (tag_value_map + tag_query_map).transpose(1, 2))
-            else:
-                v_tags = v_tok[tag_rows].flatten(2)  # [B, H, 2 ff]
-                per_news = per_news + torch.bmm(v_tags, tag_value_map.transpose(1, 2)) + q_tags @ tag_query_map.T
-            per_news = per_news + present.to(per_news.dtype) @ (halves @ b_o).T  # the tags' W_n^c b_o
-        return self.fine_click_pool(per_news, history_mask)  # [B, fine_news_dim]
+            # The category and subcategory tokens' share of e, W_n^c out_i, once per (user, distinct
+            # token) with both halves of W_n^c, then the right half added to every click that has it.
+            tag_map = torch.cat([w_n[:, ff : 2 * ff].T, w_n[:, 2 * ff :].T], dim=1)  # [ff, 2n]: category, subcategory
+            tag_place = place - text_counts[pair_owner]  # [P] place among the user's tag tokens (for tag pairs)
+            tag_pairs = (~pair_text).nonzero().squeeze(1)  # [Pc]
+            tag_length = max(int((pairs - text_counts).max()), 1) if b else 1
+            tag_packed = torch.full((b, tag_length), span - 1, dtype=torch.long, device=device)
+            tag_packed[pair_owner[tag_pairs], tag_place[tag_pairs]] = distinct[tag_pairs] % span  # [B, Lc]
+            tag_e = fold(tag_packed, tag_map, b_o @ tag_map).view(-1, len(w_n))  # [B*Lc*2, n]
+            tags = (~is_text).nonzero().squeeze(1)  # [Nc] every click's category and subcategory token
+            pair = pair_of[tags]
+            at = (pair_owner[pair] * tag_length + tag_place[pair]) * 2 + (kind[tags] == _SUBCATEGORY).long()  # [Nc]
+            segments.append(owner[tags] * h + torch.div(where[tags], t, rounding_mode="floor"))  # [Nc]
+            rows_added.append(torch.cat([tag_e.new_zeros(len(tags), 1), tag_e[at]], dim=1))  # [Nc, 1 + n]
+        added = torch.cat(rows_added)  # [Nt + Nc, 1 + n]
+        sums = added.new_zeros(b * h, added.shape[1]).index_add(0, torch.cat(segments), added)  # [B*H, 1 + n]
+        weight_sum = sums[:, :1]  # 1, or 0 for a news without text (its t is 0)
+        per_news = sums[:, 1:] + weight_sum * (w_n[:, :ff] @ b_o) + self.fine_news.bias  # [B*H, n]
+        return self.fine_click_pool(per_news.view(b, h, -1), history_mask)  # [B, fine_news_dim]
 
     def _fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
                            mask: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
