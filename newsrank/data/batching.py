@@ -138,20 +138,12 @@ class UserInputs:
     # (``NewsRecModel.features_of``), so it can gather a few users at a time, in the CPU caches
     feature_table: torch.Tensor | None = None
 
-    def take(self, rows: torch.Tensor | slice, width: int | None = None) -> "UserInputs":
-        """The given impressions (rows of the batch), with only the last ``width`` history columns
-        when given (the histories are left-padded: the caller knows these rows need no more); the
-        news table and feature table are shared."""
-        columns = slice(None) if width is None else slice(self.history.shape[1] - width, None)
-        features = None if self.history_features is None else self.history_features[rows][:, columns]
-        vectors = None if self.history_vectors is None else self.history_vectors[rows][:, columns]
-        return UserInputs(self.history[rows][:, columns], self.history_mask[rows][:, columns], vectors,
-                          self.users[rows], self.news, features, self.feature_table)
-
-    def widths(self) -> torch.Tensor:
-        """[B] history columns each user needs: from its oldest real click to the end (0: none)."""
-        mask = self.history_mask
-        return torch.where(mask.any(dim=1), mask.shape[1] - mask.int().argmax(dim=1), 0)
+    def take(self, rows: torch.Tensor | slice) -> "UserInputs":
+        """The given impressions (rows of the batch); the news table and feature table are shared."""
+        features = None if self.history_features is None else self.history_features[rows]
+        vectors = None if self.history_vectors is None else self.history_vectors[rows]
+        return UserInputs(self.history[rows], self.history_mask[rows], vectors, self.users[rows], self.news, features,
+                          self.feature_table)
 
 
 @dataclass

@@ -316,25 +316,17 @@ class FUM(NewsRecModel):
 
     def coarse_user(self, user: UserInputs) -> torch.Tensor:
         """u^c [B, D]: NRMS's user model over the clicks' Q/K/V. In evaluation on the CPU
-        ``CPU_COARSE_USERS`` users at a time, as NRMS's ``cpu_users_per_pass`` (u^f keeps whole
-        batches: it projects each distinct token of a batch once): users of similar history
-        length together, each pass cut to its longest history, its features gathered per pass
-        when the evaluator hands over its feature table."""
+        ``CPU_COARSE_USERS`` users at a time, their features gathered per pass when the evaluator
+        hands over its feature table, as NRMS's ``cpu_users_per_pass`` (u^f keeps whole batches:
+        it projects each distinct token of a batch once)."""
         b = len(user.history)
-        if self.training or user.history.device.type != "cpu" or b <= self.CPU_COARSE_USERS:
-            x = self.click_attention.attend(self.features_of(user), user.history_mask)  # [B, H, D]
-            return self.click_pool(x, user.history_mask)  # [B, D]
-        widths = user.widths()  # [B]
-        order = torch.argsort(widths, stable=True)
-        out = None
-        for users in order.split(self.CPU_COARSE_USERS):
-            part = user.take(users, width=max(int(widths[users].max()), 1))
-            x = self.click_attention.attend(self.features_of(part), part.history_mask)  # [b', W', D]
-            pooled = self.click_pool(x, part.history_mask)  # [b', D]
-            if out is None:
-                out = pooled.new_empty(b, pooled.shape[1])
-            out[users] = pooled
-        return out  # [B, D]
+        step = b if self.training or user.history.device.type != "cpu" else self.CPU_COARSE_USERS
+        parts = []
+        for i in range(0, max(b, 1), max(step, 1)):
+            part = user if step >= b else user.take(slice(i, i + step))
+            x = self.click_attention.attend(self.features_of(part), part.history_mask)  # [b', H, D]
+            parts.append(self.click_pool(x, part.history_mask))  # [b', D]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # [B, D]
 
     def fine_grained_slots(self, user: UserInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token slots of the clicked news: ids, token kinds and mask, each [B, H, T].
