@@ -120,6 +120,11 @@ class NewsFeatures:
         return NewsFeatures(**out)
 
 
+def gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[*rows.shape, F] rows of ``table`` [N, F] (``index_select``: faster than ``table[rows]``)."""
+    return table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[-1])
+
+
 @dataclass
 class UserInputs:
     """Everything a user encoder may look at for a batch of impressions."""

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batching import NewsFeatures, TrainBatch, UserInputs
+from ..data.batching import NewsFeatures, TrainBatch, UserInputs, gather_rows
 from ..data.plm import DEFAULT_PLM
 from ..data.vocab import PAD, Vocabularies
 from ..layers import LookupTable
@@ -275,8 +275,7 @@ class NewsRecModel(nn.Module):
         if user.history_features is not None:
             return user.history_features
         if user.feature_table is not None:
-            table = user.feature_table  # [N, F]
-            return table.index_select(0, user.history.reshape(-1)).view(*user.history.shape, table.shape[-1])
+            return gather_rows(user.feature_table, user.history)  # [B, H, F]
         b, h, d = user.history_vectors.shape
         return self.history_features(user.history_vectors.reshape(b * h, d)).view(b, h, -1)
 

@@ -319,14 +319,11 @@ class FUM(NewsRecModel):
         ``CPU_COARSE_USERS`` users at a time, their features gathered per pass when the evaluator
         hands over its feature table, as NRMS's ``cpu_users_per_pass`` (u^f keeps whole batches:
         it projects each distinct token of a batch once)."""
-        b = len(user.history)
-        step = b if self.training or user.history.device.type != "cpu" else self.CPU_COARSE_USERS
-        parts = []
-        for i in range(0, max(b, 1), max(step, 1)):
-            part = user if step >= b else user.take(slice(i, i + step))
-            x = self.click_attention.attend(self.features_of(part), part.history_mask)  # [b', H, D]
-            parts.append(self.click_pool(x, part.history_mask))  # [b', D]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)  # [B, D]
+        b, step = len(user.history), self.CPU_COARSE_USERS
+        if self.training or user.history.device.type != "cpu" or b <= step:
+            x = self.click_attention.attend(self.features_of(user), user.history_mask)  # [B, H, D]
+            return self.click_pool(x, user.history_mask)  # [B, D]
+        return torch.cat([self.coarse_user(user.take(slice(i, i + step))) for i in range(0, b, step)])  # [B, D]
 
     def fine_grained_slots(self, user: UserInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token slots of the clicked news: ids, token kinds and mask, each [B, H, T].
@@ -523,8 +520,9 @@ class FUM(NewsRecModel):
         The real tokens of each user are packed to the left of one [B, L] sequence (L = the most
         real tokens of any user here; the Fastformer has no positions and masks padding, so this is
         exactly the slot grid's result), as rows of the distinct tokens' projections (padding: the
-        zero row). The Fastformer's poolings and the per-user folded matrix are then batched
-        matrix products; the per-news pooling is a softmax within (user, click) segments.
+        zero row). The Fastformer's poolings are then batched matrix products; the per-news pooling
+        is a softmax within (user, click) segments. Used in training (dropout on the token outputs);
+        without dropout ``_folded_fine_grained_user`` gives the same values for less work.
         """
         c, layer, pool = self.config, self.fastformer, self.token_pool
         b, h, t = mask.shape
