@@ -6,13 +6,22 @@ one process, the same untrained weights for both. Quick before/after figures for
     python benchmarks/bench_speed.py --data ../shared/data/mlsmall_mind --threads 1 --batches 60
     python benchmarks/bench_speed.py --device cuda --amp --batch-size 256   # on a GPU, bf16 autocast
 
+Evaluation is timed twice: first on the fresh model, as ``newsrank evaluate`` and ``predict`` run
+it (a new process), then again after the training batches, as ``newsrank train``'s end-of-epoch
+evaluation runs it. The two differ for allocation-heavy evaluations: the training's backward
+passes leave the main thread's malloc arena fragmented (RESULTS.md, "FUM, fifth pass").
+
 Word vectors are random with ``--word-dim`` (50, GloVe 6B 50-d's size) so that nothing is read but
 the data; speed does not depend on the values. Prints one row per model, the commit and the machine.
+To time another checkout with the same protocol, put it first on the path:
+``PYTHONPATH=/path/to/checkout python benchmarks/bench_speed.py ...`` (the commit printed is the
+one whose ``newsrank`` ran).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -20,6 +29,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+import newsrank
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -29,7 +40,12 @@ from harness import setup  # noqa: E402
 
 def measure(name: str, data: Path, batches: int, eval_impressions: int | None, word_dim: int,
             device: torch.device, amp: bool, batch_size: int | None) -> dict:
-    from newsrank.core.runtime import autocast
+    try:
+        from newsrank.core.runtime import autocast
+    except ImportError:  # a checkout from before `train.amp` (timed with PYTHONPATH)
+        def autocast(device, enabled):
+            assert not enabled, "this checkout has no autocast"
+            return contextlib.nullcontext()
     from newsrank.data.batching import NewsFeatures, TrainSampler
     from newsrank.evaluate import score_behaviors
 
@@ -39,11 +55,21 @@ def measure(name: str, data: Path, batches: int, eval_impressions: int | None, w
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     news = NewsFeatures.from_table(train_table, device)
     sampler = TrainSampler(train_behaviors, config.train.npratio, batch_size or config.train.batch_size, 0)
-    model.train()
 
     def sync() -> None:  # CUDA runs asynchronously: a timer stops only once the queued work is done
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
+    def evaluation_seconds() -> float:
+        sync()
+        started = time.perf_counter()
+        with autocast(device, amp):
+            score_behaviors(model, dev_table, dev_behaviors, config.train.eval_batch_size, device)
+        sync()
+        return time.perf_counter() - started
+
+    fresh_eval_s = evaluation_seconds()  # as `newsrank evaluate` runs it: nothing trained in this process
+    model.train()
 
     seen, started = 0, None
     for i, batch in enumerate(sampler.epoch(0)):
@@ -62,13 +88,10 @@ def measure(name: str, data: Path, batches: int, eval_impressions: int | None, w
         seen += len(logits)
     sync()
     train_s = time.perf_counter() - started
-    started = time.perf_counter()
-    with autocast(device, amp):
-        score_behaviors(model, dev_table, dev_behaviors, config.train.eval_batch_size, device)
-    sync()
-    eval_s = time.perf_counter() - started
-    return {"model": name, "train_samples_per_s": seen / train_s, "eval_impressions_per_s": len(dev_behaviors) / eval_s,
-            "eval_impressions": len(dev_behaviors)}
+    eval_s = evaluation_seconds()  # as `newsrank train` runs it after an epoch
+    return {"model": name, "train_samples_per_s": seen / train_s,
+            "fresh_eval_impressions_per_s": len(dev_behaviors) / fresh_eval_s,
+            "eval_impressions_per_s": len(dev_behaviors) / eval_s, "eval_impressions": len(dev_behaviors)}
 
 
 def main() -> None:
@@ -87,17 +110,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
+    print("| model | train samples/s | eval impressions/s, fresh process | eval impressions/s, after training | impressions |")
+    print("|---|---|---|---|---|")
     for name in args.models:
         limit = args.fim_eval_impressions if name == "fim" else args.eval_impressions
         batches = min(args.batches, 20) if name == "fim" else args.batches
         rows.append(measure(name, args.data, batches, limit, args.word_dim, torch.device(args.device), args.amp,
                             args.batch_size))
         r = rows[-1]
-        print(f"| {name} | {r['train_samples_per_s']:.1f} | {r['eval_impressions_per_s']:.1f} | {r['eval_impressions']} |",
-              flush=True)
-    print(f"Printed by `python benchmarks/bench_speed.py {' '.join(sys.argv[1:])}` at commit {commit()} on {machine()}.")
+        print(f"| {name} | {r['train_samples_per_s']:.1f} | {r['fresh_eval_impressions_per_s']:.1f} | "
+              f"{r['eval_impressions_per_s']:.1f} | {r['eval_impressions']} |", flush=True)
+    code = commit(Path(newsrank.__file__).resolve().parents[1])  # the checkout that ran (PYTHONPATH may pick another)
+    print(f"Printed by `python benchmarks/bench_speed.py {' '.join(sys.argv[1:])}` at commit {code} on {machine()}.")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "commit": commit(), "machine": machine(),
+        args.json.write_text(json.dumps({"rows": rows, "commit": code, "machine": machine(),
                                          "argv": sys.argv[1:]}, indent=2))
 
 

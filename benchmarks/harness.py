@@ -21,13 +21,17 @@ def setup(name: str, data: Path, word_dim: int, dev_impressions: int | None = No
     """Model ``name`` with its packaged config (random ``word_dim``-d word vectors: speed does not
     depend on their values), adapted to the training news, and both splits of ``data``."""
     from newsrank.config import load_config
-    from newsrank.core.malloc import reuse_freed_memory
     from newsrank.core.runtime import seed_everything
     from newsrank.data.dataset import load_split, load_vocabularies
     from newsrank.models import ModelContext, model_class
     from newsrank.train import split_dirs
 
-    reuse_freed_memory()  # as the command line does
+    try:
+        from newsrank.core.malloc import reuse_freed_memory
+    except ImportError:  # a checkout from before the allocator setting (timed with PYTHONPATH): as it ran then
+        pass
+    else:
+        reuse_freed_memory()  # as the command line does
     cls = model_class(name)
     config = load_config(name, cls.config_class)
     if hasattr(config.model, "word_dim"):
