@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 import yaml
 from tqdm import tqdm
 
 from .checkpoint import read_meta, save_checkpoint
 from .config import RunConfig
 from .core.checkpoint import load_trainer_state, read_weights
-from .core.distributed import World, join, leave, news_sharing
+from .core.distributed import World, data_parallel, join, leave, news_sharing
 from .beyond import train_click_counts
 from .core.plots import write_curves
 from .core.runtime import autocast, code_commit, json_ready, peak_rss_mib, resolve_device, seed_everything, set_threads
@@ -160,7 +159,7 @@ def _train(config: RunConfig, data_dir: str | Path, out_dir: Path, resume: bool,
     # Under DDP the wrapper runs forward and averages gradients; ``model`` stays the plain module.
     step_model = model
     if world.distributed:
-        step_model = DistributedDataParallel(model, static_graph=True)  # a static graph may leave parameters unused
+        step_model = data_parallel(model)
         if tc.share_news:
             model.news_sharing = news_sharing(world)
         torch.manual_seed(tc.seed + world.rank)  # dropout differs per rank; the weights came from rank 0

@@ -3,8 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_gradients.py DATA OUT MODEL...
 
 For each model: one step's gradients under DDP (each rank its share of a batch, with and without
-``NewsSharing``) against a single process's gradients on the whole batch, same weights, dropout off.
-Rank 0 writes {model: {"shared": max abs difference, "own": ...}} to OUT.
+``NewsSharing``; the trainer's ``data_parallel`` and DDP's own dense all-reduce) against a single process's gradients on the whole batch, same weights, dropout off.
+Rank 0 writes {model: {"shared": max abs difference, "own": ..., "dense": ...}} to OUT.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import load_tiny_splits, tiny_run_config  # noqa: E402
-from newsrank.core.distributed import join, leave, news_sharing  # noqa: E402
+from newsrank.core.distributed import data_parallel, join, leave, news_sharing  # noqa: E402
 from newsrank.data.batching import NewsFeatures, TrainSampler  # noqa: E402
 from newsrank.data.entities import CONTEXT_FILE, ENTITY_FILE, load_entity_vectors  # noqa: E402
 from newsrank.models import MODELS, ModelContext  # noqa: E402
@@ -54,10 +54,13 @@ def main() -> None:
         single = gradients(copy.deepcopy(model), next(sampler.epoch(0)), news)
         share = next(sampler.epoch(0, world.rank, world.size))
         differences = {}
-        for mode in ("shared", "own"):
+        for mode in ("shared", "own", "dense"):
             ranked = copy.deepcopy(model)
-            ranked.news_sharing = sharing if mode == "shared" else None
-            several = gradients(DistributedDataParallel(ranked), share, news)
+            ranked.news_sharing = sharing if mode != "own" else None
+            # the trainer's DDP (lookup tables all-reduced by touched rows), or DDP's own all-reduce
+            # (every table by rows, however small: the tiny data's tables are below the default size)
+            wrap = DistributedDataParallel if mode == "dense" else (lambda m: data_parallel(m, min_weights=0))
+            several = gradients(wrap(ranked), share, news)
             assert several.keys() == single.keys(), (name, mode)
             differences[mode] = max(float((several[k] - single[k]).abs().max()) for k in single)
         result[name] = differences

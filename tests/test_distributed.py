@@ -97,8 +97,9 @@ def test_evaluate_and_predict_in_two_processes_equal_one(synth_dir, tmp_path):
 def test_two_processes_step_with_the_single_process_gradients(synth_dir, tmp_path):
     """One step under DDP (world size 2, gloo) gives a single process's gradients on the whole
     batch, whether each rank encodes all of its share's news or the ranks split the batch's distinct
-    news between them (``train.share_news``), for a self-attention, a user-conditioned (NPA) and a
-    candidate-aware (DKN) model."""
+    news between them (``train.share_news``), with the lookup tables' gradients all-reduced by
+    touched rows (the trainer's ``data_parallel``) or densely, for a self-attention, a
+    user-conditioned (NPA), a user-embedding (LSTUR) and a candidate-aware (DKN) model."""
     import subprocess
     import sys
     from pathlib import Path
@@ -106,9 +107,9 @@ def test_two_processes_step_with_the_single_process_gradients(synth_dir, tmp_pat
     out = tmp_path / "gradients.json"
     script = Path(__file__).parent / "ddp_gradients.py"
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-                    str(synth_dir), str(out), "nrms", "npa", "dkn", "fum"], check=True, capture_output=True)
+                    str(synth_dir), str(out), "nrms", "npa", "dkn", "fum", "lstur"], check=True, capture_output=True)
     differences = json.loads(out.read_text())
-    assert sorted(differences) == ["dkn", "fum", "npa", "nrms"]
+    assert sorted(differences) == ["dkn", "fum", "lstur", "npa", "nrms"]
     for name, by_mode in differences.items():
         for mode, difference in by_mode.items():
             assert difference < 1e-5, (name, mode, difference)
