@@ -7,6 +7,7 @@ does anything. Rank 0 is the one that writes.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -113,81 +114,61 @@ class NewsSharing:
         return stacked[stack_row]  # [U, D]
 
 
-@dataclass(frozen=True)
-class TouchedRows:
-    """State of ``touched_rows_allreduce``: the data pointers of the lookup tables' weights (word,
-    entity, category and user embeddings) and the process group."""
+class _TouchedRowsAllReduce:
+    """Averages a lookup table's gradient [V, d] over the ranks, sending only the rows some rank's
+    batch touched (a post-accumulate-grad hook of the table's weight, which DDP is told to leave alone).
 
-    tables: frozenset[int]
-    group: object = None  # None: the default group (DDP's)
+    A batch reads few rows of a table: a MIND vocabulary with 300-d vectors is a 21M-float
+    gradient, and LSTUR's and NPA's user tables grow with the users (938k x 400 = 375M floats on
+    the MIND-large-sized set, 1.5 GB, that DDP would copy into a bucket and all-reduce every step).
+    Every other row's gradient is exactly zero on every rank, so the union of the touched rows (one
+    small all-reduce of a byte per row) and the all-reduce of those rows give exactly the dense average."""
 
+    def __init__(self, group, size: int):
+        self.group, self.size = group, size
 
-def touched_rows_allreduce(state: TouchedRows, bucket):  # (no annotations: DDP checks them, and they are strings here)
-    """DDP communication hook: the ``dist.GradBucket``'s gradients averaged over the ranks, as DDP's
-    own hook does, but of a lookup table only the rows some rank's batch touched (returns the
-    future of the bucket's buffer).
-
-    A batch reads few rows of a table: NRMS's batch of 32 touches ~15% of mlsmall_mind's 10,098
-    words, yet the table is 42% of NRMS's gradient; a MIND vocabulary with 300-d vectors is a 21M
-    -float gradient, and LSTUR's and NPA's user tables grow with the users (1M on MIND-large). Every
-    other row's gradient is exactly zero on every rank, so the union of the touched rows (one small
-    all-reduce of a byte per row) and the all-reduce of those rows with the other weights' gradients
-    give exactly the dense average."""
-    group = state.group
-    size = dist.get_world_size(group)
-    buffer = bucket.buffer()
-    tables, dense = [], []
-    for param, grad in zip(bucket.parameters(), bucket.gradients()):
-        (tables if param.data_ptr() in state.tables and grad.dim() == 2 else dense).append(grad)
-    if not tables:
-        work = dist.all_reduce(buffer.div_(size), group=group, async_op=True)
-        return work.get_future().then(lambda done: done.value()[0])
-    # A row is touched iff its largest or smallest entry is not 0: two reductions without a
-    # temporary (~23 ms for a [70k, 300] gradient on one CPU thread, against ~51 ms for ne(0).any
-    # and ~65 ms for all-reducing the whole table between two processes).
-    touched = torch.cat([(grad.amax(dim=1) != 0) | (grad.amin(dim=1) != 0) for grad in tables]).to(torch.uint8)  # [sum of rows]
-    dist.all_reduce(touched, op=dist.ReduceOp.MAX, group=group)  # the union over the ranks
-    rows, start = [], 0
-    for grad in tables:
-        rows.append(touched[start : start + len(grad)].nonzero().squeeze(1))  # [R] (the same on every rank)
-        start += len(grad)
-    parts = [grad.reshape(-1) for grad in dense] + [grad.index_select(0, r).reshape(-1) for grad, r in zip(tables, rows)]
-    packed = torch.cat(parts).div_(size)  # [what is sent]
-    work = dist.all_reduce(packed, group=group, async_op=True)
-
-    def unpack(done: torch.futures.Future) -> torch.Tensor:
-        summed, at = done.value()[0], 0
-        for grad in dense:
-            grad.copy_(summed[at : at + grad.numel()].view_as(grad))
-            at += grad.numel()
-        for grad, r in zip(tables, rows):  # the untouched rows are zero on every rank: they stay so
-            n = len(r) * grad.shape[1]
-            grad.index_copy_(0, r, summed[at : at + n].view(len(r), grad.shape[1]))
-            at += n
-        return buffer
-
-    return work.get_future().then(unpack)
+    def __call__(self, weight: torch.Tensor) -> None:
+        grad = weight.grad  # [V, d]
+        # A row is touched iff its largest or smallest entry is not 0: two reductions without a
+        # temporary (~23 ms for [70k, 300] on one CPU thread, against ~51 ms for ne(0).any).
+        touched = ((grad.amax(dim=1) != 0) | (grad.amin(dim=1) != 0)).to(torch.uint8)  # [V]
+        dist.all_reduce(touched, op=dist.ReduceOp.MAX, group=self.group)  # the union over the ranks
+        rows = touched.nonzero().squeeze(1)  # [R], the same on every rank
+        summed = grad.index_select(0, rows).div_(self.size)  # [R, d]
+        dist.all_reduce(summed, group=self.group)
+        grad.index_copy_(0, rows, summed)  # the untouched rows are zero on every rank: they stay so
 
 
-#: lookup tables of fewer weights go densely with the rest: two ranks on the 2-core Xeon, a step's
-#: backward + all-reduce with a [V, d] table of which ~1,500 rows are touched, dense vs by rows:
-#: 10,098 x 50 48 vs 49.5 ms, 40,000 x 50 (2M) 55.7 vs 55.2 ms, 20,000 x 300 89 vs 76 ms,
-#: 70,000 x 300 196 vs 159 ms (a second small all-reduce and the packing cost ~1 ms)
+#: lookup tables of fewer weights go through DDP's buckets with the rest. Two ranks on the 2-core
+#: Xeon, a step's backward + all-reduce with a [V, d] table of which ~1,500 rows are touched,
+#: dense vs by rows: 10,098 x 50 48 vs 49.5 ms, 40,000 x 50 (2M) 55.7 vs 55.2 ms, 20,000 x 300
+#: 89 vs 76 ms, 70,000 x 300 196 vs 159 ms (the second small all-reduce costs ~1 ms).
 TOUCHED_ROWS_MIN_WEIGHTS = 2**21
+
+
+@functools.cache
+def _tables_group(backend: str):
+    return dist.new_group(backend=backend)  # its own: the table all-reduces run inside DDP's backward
 
 
 def data_parallel(model: torch.nn.Module, min_weights: int = TOUCHED_ROWS_MIN_WEIGHTS
                   ) -> torch.nn.parallel.DistributedDataParallel:
-    """``model`` under DDP, the gradients of its lookup tables of at least ``min_weights`` weights
-    all-reduced by touched rows only (``touched_rows_allreduce``). A static graph, since a model
-    may leave parameters unused."""
-    ddp = torch.nn.parallel.DistributedDataParallel(model, static_graph=True)
-    tables = frozenset(m.weight.data_ptr() for m in model.modules()
-                       if isinstance(m, torch.nn.Embedding) and m.weight.requires_grad
-                       and m.weight.numel() >= min_weights)
+    """``model`` under DDP (a static graph, since a model may leave parameters unused), except its
+    trained lookup tables of at least ``min_weights`` weights: DDP leaves them alone, and each is
+    averaged over the ranks by the rows touched (``_TouchedRowsAllReduce``) as soon as its gradient
+    is complete. Their weights are broadcast from rank 0, as DDP does with the others."""
+    tables = {f"{name}.weight": module.weight for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Embedding) and module.weight.requires_grad
+              and module.weight.numel() >= min_weights}
     if tables:
-        ddp.register_comm_hook(TouchedRows(tables), touched_rows_allreduce)
-    return ddp
+        group = _tables_group(dist.get_backend())
+        sync = _TouchedRowsAllReduce(group, dist.get_world_size())
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(tables))
+        for weight in tables.values():
+            with torch.no_grad():
+                dist.broadcast(weight, 0, group=group)
+            weight.register_post_accumulate_grad_hook(sync)
+    return torch.nn.parallel.DistributedDataParallel(model, static_graph=True)
 
 
 def news_sharing(world: World) -> NewsSharing | None:
