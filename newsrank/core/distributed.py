@@ -140,9 +140,9 @@ class _TouchedRowsAllReduce:
 
 
 #: lookup tables of fewer weights go through DDP's buckets with the rest. Two ranks on the 2-core
-#: Xeon, a step's backward + all-reduce with a [V, d] table of which ~1,500 rows are touched,
-#: dense vs by rows: 10,098 x 50 48 vs 49.5 ms, 40,000 x 50 (2M) 55.7 vs 55.2 ms, 20,000 x 300
-#: 89 vs 76 ms, 70,000 x 300 196 vs 159 ms (the second small all-reduce costs ~1 ms).
+#: Xeon, median step (backward + all-reduce) with a [V, d] table and a 1.3M-weight MLP, ~1,500
+#: rows touched, DDP's buckets vs by rows: 10,098 x 50 46 vs 49 ms (the extra small all-reduce
+#: does not pay), 40,000 x 50 (2M weights) 55 vs 52 ms, 70,000 x 300 194 vs 125 ms.
 TOUCHED_ROWS_MIN_WEIGHTS = 2**21
 
 
