@@ -7,7 +7,8 @@ one process, the same untrained weights for both. Quick before/after figures for
     python benchmarks/bench_speed.py --device cuda --amp --batch-size 256   # on a GPU, bf16 autocast
 
 Evaluation is timed twice: first on the fresh model, as ``newsrank evaluate`` and ``predict`` run
-it (a new process), then again after the training batches, as ``newsrank train``'s end-of-epoch
+it (a new process: with several ``--models`` each runs in a process of its own), then again after
+the training batches, as ``newsrank train``'s end-of-epoch
 evaluation runs it. The two differ for allocation-heavy evaluations: the training's backward
 passes leave the main thread's malloc arena fragmented (RESULTS.md, "FUM, fifth pass").
 
@@ -23,7 +24,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,6 +97,22 @@ def measure(name: str, data: Path, batches: int, eval_impressions: int | None, w
             "eval_impressions_per_s": len(dev_behaviors) / eval_s, "eval_impressions": len(dev_behaviors)}
 
 
+def measure_in_new_process(name: str) -> dict:
+    """``measure`` of one model in a new process with this run's other arguments (PYTHONPATH and
+    the rest of the environment carry over), its table printed here."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "row.json"
+        argv, skip = [], False
+        for arg in sys.argv[1:]:  # every argument but --models / --json and their values
+            if arg.startswith("--"):
+                skip = arg.split("=", 1)[0] in ("--models", "--json")
+            if not skip:
+                argv.append(arg)
+        subprocess.run([sys.executable, __file__, *argv, "--models", name, "--json", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())["rows"][0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mlsmall_mind")
@@ -113,10 +132,13 @@ def main() -> None:
     print("| model | train samples/s | eval impressions/s, fresh process | eval impressions/s, after training | impressions |")
     print("|---|---|---|---|---|")
     for name in args.models:
-        limit = args.fim_eval_impressions if name == "fim" else args.eval_impressions
-        batches = min(args.batches, 20) if name == "fim" else args.batches
-        rows.append(measure(name, args.data, batches, limit, args.word_dim, torch.device(args.device), args.amp,
-                            args.batch_size))
+        if len(args.models) == 1:
+            limit = args.fim_eval_impressions if name == "fim" else args.eval_impressions
+            batches = min(args.batches, 20) if name == "fim" else args.batches
+            rows.append(measure(name, args.data, batches, limit, args.word_dim, torch.device(args.device), args.amp,
+                                args.batch_size))
+        else:  # each model in a process of its own, so that "fresh" is fresh for every model
+            rows.append(measure_in_new_process(name))
         r = rows[-1]
         print(f"| {name} | {r['train_samples_per_s']:.1f} | {r['fresh_eval_impressions_per_s']:.1f} | "
               f"{r['eval_impressions_per_s']:.1f} | {r['eval_impressions']} |", flush=True)

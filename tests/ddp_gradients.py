@@ -2,8 +2,10 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_gradients.py DATA OUT MODEL...
 
-For each model: one step's gradients under DDP (each rank its share of a batch, with and without
-``NewsSharing``; the trainer's ``data_parallel`` and DDP's own dense all-reduce) against a single process's gradients on the whole batch, same weights, dropout off.
+For each model: one step's gradients under DDP against a single process's gradients on the whole
+batch, same weights, dropout off. Three ways: the ranks split the batch's news (``NewsSharing``) or
+each encodes its own share's news, both through the trainer's ``data_parallel`` (every lookup table
+all-reduced by touched rows, however small); and split news through DDP's own dense all-reduce.
 Rank 0 writes {model: {"shared": max abs difference, "own": ..., "dense": ...}} to OUT.
 """
 
@@ -57,8 +59,7 @@ def main() -> None:
         for mode in ("shared", "own", "dense"):
             ranked = copy.deepcopy(model)
             ranked.news_sharing = sharing if mode != "own" else None
-            # the trainer's DDP (lookup tables all-reduced by touched rows), or DDP's own all-reduce
-            # (every table by rows, however small: the tiny data's tables are below the default size)
+            # min_weights=0: the tiny data's tables are below the trainer's threshold
             wrap = DistributedDataParallel if mode == "dense" else (lambda m: data_parallel(m, min_weights=0))
             several = gradients(wrap(ranked), share, news)
             assert several.keys() == single.keys(), (name, mode)

@@ -7,7 +7,6 @@ does anything. Rank 0 is the one that writes.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 
@@ -146,22 +145,19 @@ class _TouchedRowsAllReduce:
 TOUCHED_ROWS_MIN_WEIGHTS = 2**21
 
 
-@functools.cache
-def _tables_group(backend: str):
-    return dist.new_group(backend=backend)  # its own: the table all-reduces run inside DDP's backward
-
-
 def data_parallel(model: torch.nn.Module, min_weights: int = TOUCHED_ROWS_MIN_WEIGHTS
                   ) -> torch.nn.parallel.DistributedDataParallel:
     """``model`` under DDP (a static graph, since a model may leave parameters unused), except its
     trained lookup tables of at least ``min_weights`` weights: DDP leaves them alone, and each is
     averaged over the ranks by the rows touched (``_TouchedRowsAllReduce``) as soon as its gradient
-    is complete. Their weights are broadcast from rank 0, as DDP does with the others."""
+    is complete, on a process group of its own (those all-reduces run inside DDP's backward). Their
+    weights are broadcast from rank 0, as DDP does with the others. Every rank must read such a
+    table in every step (the news models do), or the ranks' collectives would not pair up."""
     tables = {f"{name}.weight": module.weight for name, module in model.named_modules()
               if isinstance(module, torch.nn.Embedding) and module.weight.requires_grad
               and module.weight.numel() >= min_weights}
     if tables:
-        group = _tables_group(dist.get_backend())
+        group = dist.new_group(backend=dist.get_backend())
         sync = _TouchedRowsAllReduce(group, dist.get_world_size())
         torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(tables))
         for weight in tables.values():
