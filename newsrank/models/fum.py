@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -126,6 +126,19 @@ class NewsTextView(nn.Module):
         # embedded: [N, L, word_dim], mask: [N, L] bool -> [N, heads * head_dim]
         x = self.dropout(self.attention(self.dropout(embedded), mask))  # [N, L, D]
         return self.pool(x, mask)
+
+
+class _FoldingMaps(NamedTuple):
+    """``FUM._folding_maps``: [ff, m] maps M of the Fastformer's outputs, each with W_o^T M."""
+
+    text: torch.Tensor  # [ff, hid + n]: [2 W_p; W_n^t]^T
+    text_value: torch.Tensor  # [ff, hid + n]
+    text_bias: torch.Tensor  # [hid + n]
+    query: torch.Tensor  # [hid, 1]: 2 u, the token pooling's query vector
+    tag: torch.Tensor | None  # [ff, 2n]: W_n's category and subcategory halves (None without tags)
+    tag_value: torch.Tensor | None  # [ff, 2n]
+    tag_bias: torch.Tensor | None  # [2n]
+    news_bias: torch.Tensor  # [n]: W_n^t b_o, each news's share of b_o per unit of text weight
 
 
 class FUM(NewsRecModel):
@@ -401,19 +414,40 @@ class FUM(NewsRecModel):
                 groups.append(order[lo:i])
                 lo = i
         groups.append(order[lo:])
-        out = None
+        out, maps = None, self._folding_maps()
         for users in groups:
             part = self._folded_fine_grained_user(tokens, rows[users], kinds[users], mask[users],
-                                                  user.history_mask[users])
+                                                  user.history_mask[users], maps)
             if out is None:
                 out = part.new_empty(len(counts), part.shape[1])
             out[users] = part.to(out.dtype)
         return out
 
+    def _folding_maps(self) -> _FoldingMaps:
+        """The matrices ``_folded_fine_grained_user`` derives from the weights alone (once per batch,
+        not per group of users). For a map M [ff, m] of the Fastformer's output out_i = W_o (g * v_i)
+        + b_o + q_i, (out_i - b_o) M = (g * v_i) (W_o^T M) + q_i M: each M comes with W_o^T M."""
+        c, pool = self.config, self.token_pool
+        w_p, w_o, b_o = pool.proj.weight, self.fastformer.transform.weight, self.fastformer.transform.bias
+        ff = w_p.shape[1]
+        w_n = self.fine_news.weight  # [n, ff * (1 + 2 * fine_categories)]
+        # Text tokens: the per-news pooling's hidden layer and their share of e, in one product.
+        # u . tanh(x) = 2 u . sigmoid(2 x) - sum(u), and the constant cancels in the softmax: sigmoid
+        # is about half the cost of tanh on the CPU; the 2s go into the map.
+        text_map = torch.cat([2 * w_p, w_n[:, :ff]]).T  # [ff, hid + n]
+        text_bias = torch.cat([2 * (w_p @ b_o + pool.proj.bias), w_n.new_zeros(len(w_n))])  # [hid + n]
+        tag_map = tag_bias = None
+        if c.fine_categories:  # both halves of W_n^c: category, subcategory
+            tag_map = torch.cat([w_n[:, ff : 2 * ff].T, w_n[:, 2 * ff :].T], dim=1)  # [ff, 2n]
+            tag_bias = b_o @ tag_map  # [2n]
+        return _FoldingMaps(text_map, w_o.T @ text_map, text_bias, 2 * pool.query.weight.T, tag_map,
+                            None if tag_map is None else w_o.T @ tag_map, tag_bias,
+                            w_n[:, :ff] @ b_o)
+
     def _folded_fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
-                                  mask: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+                                  mask: torch.Tensor, history_mask: torch.Tensor, maps: _FoldingMaps) -> torch.Tensor:
         """u^f [B, fine_news_dim] without dropout (evaluation): ``_fine_grained_user``'s values,
-        computed once per thing they depend on (arguments as there).
+        computed once per thing they depend on (arguments as there; ``maps``: ``_folding_maps()``).
 
         * A token's q, k, v depend on its id alone, so each user's distinct tokens are kept once,
           with their count: the Fastformer's poolings weight a distinct token by its count
@@ -426,12 +460,13 @@ class FUM(NewsRecModel):
           to each distinct text token's q_i; the category and subcategory outputs' part of e from
           W_n^c (W_o diag(g) + I) applied to their q. W_o never runs per token, nor W_n per news.
         """
-        c, layer, pool = self.config, self.fastformer, self.token_pool
+        c, layer = self.config, self.fastformer
         b, h, t = mask.shape
         q_tok, k_tok, v_tok = tokens  # [U + 1, ff] each; the last row is zero (what padding gathers)
-        span = len(q_tok)
+        span, ff = q_tok.shape
         device = mask.device
         owner, where = mask.reshape(b, h * t).nonzero(as_tuple=True)  # [N] user and slot of every real token
+        click_of = owner * h + torch.div(where, t, rounding_mode="floor")  # [N] its (user, click) row of [B*H]
         row = rows.reshape(b, h * t)[owner, where]  # [N] its row among the distinct tokens
         kind = kinds.reshape(b, h * t)[owner, where]  # [N]
         is_text = torch.isin(kind, torch.tensor(_TEXT_KINDS, device=device))  # [N]
@@ -457,59 +492,53 @@ class FUM(NewsRecModel):
         g = layer.global_key(q.view(split), k.view(split), packed_mask, padding_is_zero=True,
                              multiplicity=multiplicity).flatten(1)  # [B, ff]
 
-        w_p, w_o, b_o = pool.proj.weight, layer.transform.weight, layer.transform.bias  # [hid, ff], [ff, ff], [ff]
-        hid, ff = w_p.shape
-        w_n = self.fine_news.weight  # [n, ff * (1 + 2 * fine_categories)]
+        hid = maps.query.shape[0]
+        n = len(self.fine_news.weight)
 
-        def fold(places: torch.Tensor, query_map: torch.Tensor, bias: torch.Tensor,
+        def fold(places: torch.Tensor, query_map: torch.Tensor, value_map: torch.Tensor, bias: torch.Tensor,
                  x_q: torch.Tensor | None = None) -> torch.Tensor:
             """[B, W, m] (out_i - b_o) M + bias of the distinct tokens in ``places`` [B, W] (rows of
-            ``tokens``), for a map M [ff, m] of the Fastformer's output out_i = W_o (g * v_i) + b_o + q_i:
+            ``tokens``), for a map M [ff, m] (``query_map``) with W_o^T M (``value_map``):
             (g * v_i) (W_o^T M) + q_i M, one [ff, m] matrix per user, built transposed so that the
             product reads it as it lies; W_o itself never runs per token."""
             if x_q is None:  # (the caller may have them)
                 x_q = q_tok.index_select(0, places.flatten()).view(*places.shape, ff)  # [B, W, ff]
-            value_map = w_o.T @ query_map  # [ff, m]
             if v_tok is q_tok:
                 return torch.baddbmm(bias, x_q, torch.addcmul(query_map, g[:, :, None], value_map))  # [B, W, m]
             x_v = v_tok.index_select(0, places.flatten()).view(*places.shape, ff)  # [B, W, ff]
             return torch.baddbmm(bias, x_v, g[:, :, None] * value_map) + x_q @ query_map
 
-        # Text tokens: the per-news pooling's hidden layer and their share of e, in one product.
-        # u . tanh(x) = 2 u . sigmoid(2 x) - sum(u), and the constant cancels in the softmax: sigmoid
-        # is about half the cost of tanh on the CPU; the 2s go into the map.
-        text_map = torch.cat([2 * w_p, w_n[:, :ff]]).T  # [ff, hid + n]
-        bias = torch.cat([2 * (w_p @ b_o + pool.proj.bias), w_n.new_zeros(len(w_n))])  # [hid + n]
-        mapped = fold(packed[:, :text_length], text_map, bias, q[:, :text_length])  # [B, Lt, hid + n] (places past a user's text unread)
-        scores = (torch.sigmoid(mapped[..., :hid]) @ (2 * pool.query.weight.T)).flatten()  # [B*Lt]
+        # Text tokens: the per-news pooling's hidden layer (2 x, for the sigmoid) and their share of e
+        mapped = fold(packed[:, :text_length], maps.text, maps.text_value, maps.text_bias,
+                      q[:, :text_length])  # [B, Lt, hid + n] (places past a user's text unread)
+        scores = (torch.sigmoid(mapped[..., :hid]) @ maps.query).flatten()  # [B*Lt]
         text_e = mapped[..., hid:].flatten(0, 1)  # [B*Lt, n]: W_n^t (out_i - b_o), per distinct text token
 
         # per-news pooling: a softmax over each (user, click)'s text tokens, repeats included
         text = is_text.nonzero().squeeze(1)  # [Nt]
         pair = pair_of[text]  # [Nt]
         at = pair_owner[pair] * text_length + place[pair]  # [Nt] its distinct token's row of [B*Lt]
-        segment = owner[text] * h + torch.div(where[text], t, rounding_mode="floor")  # [Nt] (user, click)
+        segment = click_of[text]  # [Nt] (user, click)
         weights = segment_softmax(scores[at], segment, b * h)[:, None]  # [Nt, 1]
         segments, rows_added = [segment], [torch.cat([weights, weights * text_e[at]], dim=1)]  # [Nt, 1 + n]
         if c.fine_categories:
             # The category and subcategory tokens' share of e, W_n^c out_i, once per (user, distinct
             # token) with both halves of W_n^c, then the right half added to every click that has it.
-            tag_map = torch.cat([w_n[:, ff : 2 * ff].T, w_n[:, 2 * ff :].T], dim=1)  # [ff, 2n]: category, subcategory
             tag_place = place - text_counts[pair_owner]  # [P] place among the user's tag tokens (for tag pairs)
             tag_pairs = (~pair_text).nonzero().squeeze(1)  # [Pc]
             tag_length = max(int((pairs - text_counts).max()), 1) if b else 1
             tag_packed = torch.full((b, tag_length), span - 1, dtype=torch.long, device=device)
             tag_packed[pair_owner[tag_pairs], tag_place[tag_pairs]] = distinct[tag_pairs] % span  # [B, Lc]
-            tag_e = fold(tag_packed, tag_map, b_o @ tag_map).view(-1, len(w_n))  # [B*Lc*2, n]
+            tag_e = fold(tag_packed, maps.tag, maps.tag_value, maps.tag_bias).view(-1, n)  # [B*Lc*2, n]
             tags = (~is_text).nonzero().squeeze(1)  # [Nc] every click's category and subcategory token
             pair = pair_of[tags]
             at = (pair_owner[pair] * tag_length + tag_place[pair]) * 2 + (kind[tags] == _SUBCATEGORY).long()  # [Nc]
-            segments.append(owner[tags] * h + torch.div(where[tags], t, rounding_mode="floor"))  # [Nc]
+            segments.append(click_of[tags])  # [Nc]
             rows_added.append(torch.cat([tag_e.new_zeros(len(tags), 1), tag_e[at]], dim=1))  # [Nc, 1 + n]
         added = torch.cat(rows_added)  # [Nt + Nc, 1 + n]
         sums = added.new_zeros(b * h, added.shape[1]).index_add(0, torch.cat(segments), added)  # [B*H, 1 + n]
         weight_sum = sums[:, :1]  # 1, or 0 for a news without text (its t is 0)
-        per_news = sums[:, 1:] + weight_sum * (w_n[:, :ff] @ b_o) + self.fine_news.bias  # [B*H, n]
+        per_news = sums[:, 1:] + weight_sum * maps.news_bias + self.fine_news.bias  # [B*H, n]
         return self.fine_click_pool(per_news.view(b, h, -1), history_mask)  # [B, fine_news_dim]
 
     def _fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
