@@ -511,7 +511,7 @@ class FUM(NewsRecModel):
         # Text tokens: the per-news pooling's hidden layer (2 x, for the sigmoid) and their share of e
         mapped = fold(packed[:, :text_length], maps.text, maps.text_value, maps.text_bias,
                       q[:, :text_length])  # [B, Lt, hid + n] (places past a user's text unread)
-        scores = (torch.sigmoid(mapped[..., :hid]) @ maps.query).flatten()  # [B*Lt]
+        scores = (mapped[..., :hid].sigmoid_() @ maps.query).flatten()  # [B*Lt] (in place: the hidden part is read once)
         text_e = mapped[..., hid:].flatten(0, 1)  # [B*Lt, n]: W_n^t (out_i - b_o), per distinct text token
 
         # per-news pooling: a softmax over each (user, click)'s text tokens, repeats included
