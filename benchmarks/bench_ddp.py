@@ -4,9 +4,9 @@
     python benchmarks/bench_ddp.py --data ../shared/data/mlsmall_mind --batches 400 --nproc 2
 
 Both runs train NRMS (GloVe 50-d) on the same ``--batches`` global batches of ``--batch-size``
-(default 32, the reference's; each of the N processes takes its 1/N share of every batch, the ranks split each batch's distinct news between
-them (``train.share_news``), DDP averages the gradients), then score the whole dev split (sharded
-over the processes). ``--own-news`` adds a run where every rank encodes all of its share's news.
+(default 32, the reference's). Each of the N processes takes its 1/N share of every batch, the
+ranks split each batch's distinct news between them (``train.share_news``) and DDP averages the
+gradients; then both runs score the whole dev split (sharded over the processes). ``--own-news`` adds a run where every rank encodes all of its share's news.
 Prints training samples/s, the speed-ups, each run's dev AUC and the default run's difference from
 one process, with the commit and the machine.
 """
