@@ -32,20 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_news import commit, machine  # noqa: E402
 from harness import setup  # noqa: E402
+import newsrank.core.distributed as D  # noqa: E402
 
 PHASES = ("encode news", "exchange vectors", "user side, forward and back", "exchange gradients",
           "news backward + all-reduce", "optimizer")
 
 
-def step_timestamps(args: argparse.Namespace, rank: int, size: int) -> torch.Tensor:
-    """[steps, 7] monotonic timestamps (s) of this rank's timed steps."""
-    import newsrank.core.distributed as D
+def step_timestamps(args: argparse.Namespace, world: D.World) -> torch.Tensor:
+    """[steps, 7] monotonic timestamps (s) of this rank's timed steps (``world``: ``join``'s)."""
     from newsrank.data.batching import NewsFeatures, TrainSampler
 
     run = setup("nrms", args.data, 50, dev_impressions=1)
     model = run.model
     ddp = D.data_parallel(model)
-    model.news_sharing = D.NewsSharing(rank, size, dist.new_group(backend="gloo"))
+    model.news_sharing = D.news_sharing(world)  # as the trainer sets both up
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     news = NewsFeatures.from_table(run.train_table)
     marks: dict[str, float] = {}
@@ -65,7 +65,7 @@ def step_timestamps(args: argparse.Namespace, rank: int, size: int) -> torch.Ten
 
     D._GatherShares.forward, D._GatherShares.backward = staticmethod(timed_forward), staticmethod(timed_backward)
     try:
-        batches = TrainSampler(run.train_behaviors, 4, args.batch_size, 42).epoch(0, rank, size)
+        batches = TrainSampler(run.train_behaviors, 4, args.batch_size, 42).epoch(0, world.rank, world.size)
         rows = []
         for i in range(args.warmup + args.steps):
             start = time.monotonic()
@@ -130,11 +130,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank, size = dist.get_rank(), dist.get_world_size()
+    world = D.join(torch.device("cpu"))
+    rank, size = world.rank, world.size
     if size != 2:
         raise SystemExit("profile_ddp.py compares two ranks: run it with --nproc_per_node 2")
-    stamps = step_timestamps(args, rank, size)  # [steps, 7]
+    stamps = step_timestamps(args, world)  # [steps, 7]
     both = [torch.empty_like(stamps) for _ in range(size)]
     dist.all_gather(both, stamps)
     comm = collective_ms(rank, size)
@@ -154,7 +154,7 @@ def main() -> None:
             print(f"| {mb} | " + " | ".join(f"{m:.2f}" for m in ms) + " |")
         print(f"\nPrinted by `python -m torch.distributed.run --standalone --nproc_per_node 2 benchmarks/profile_ddp.py "
               f"{' '.join(sys.argv[1:])}` at commit {commit()} on {machine()}.")
-    dist.destroy_process_group()
+    D.leave(world)
 
 
 if __name__ == "__main__":
