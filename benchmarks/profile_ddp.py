@@ -49,7 +49,7 @@ def step_timestamps(args: argparse.Namespace, world: D.World) -> torch.Tensor:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     news = NewsFeatures.from_table(run.train_table)
     marks: dict[str, float] = {}
-    forward, backward = D._GatherShares.forward, D._GatherShares.backward
+    forward, backward = D._ExchangeRows.forward, D._ExchangeRows.backward
 
     def timed_forward(ctx, *a):
         marks["in"] = time.monotonic()
@@ -63,7 +63,7 @@ def step_timestamps(args: argparse.Namespace, world: D.World) -> torch.Tensor:
         marks["grad out"] = time.monotonic()
         return out
 
-    D._GatherShares.forward, D._GatherShares.backward = staticmethod(timed_forward), staticmethod(timed_backward)
+    D._ExchangeRows.forward, D._ExchangeRows.backward = staticmethod(timed_forward), staticmethod(timed_backward)
     try:
         batches = TrainSampler(run.train_behaviors, 4, args.batch_size, 42).epoch(0, world.rank, world.size)
         rows = []
@@ -79,7 +79,7 @@ def step_timestamps(args: argparse.Namespace, world: D.World) -> torch.Tensor:
                 rows.append([start, marks["in"], marks["out"], marks["grad in"], marks["grad out"], backward_end,
                              time.monotonic()])
     finally:
-        D._GatherShares.forward, D._GatherShares.backward = staticmethod(forward), staticmethod(backward)
+        D._ExchangeRows.forward, D._ExchangeRows.backward = staticmethod(forward), staticmethod(backward)
     return torch.tensor(rows, dtype=torch.float64)
 
 

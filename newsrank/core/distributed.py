@@ -47,27 +47,30 @@ class World:
         return int(bounds[self.rank]), int(bounds[self.rank + 1])
 
 
-class _GatherShares(torch.autograd.Function):
-    """All ranks' equal-sized shares [S, D] stacked in rank order [W * S, D], with a gradient: each
-    rank's share is read by every rank's loss, so the backward pass sends every rank the gradient
-    of its share's rows and each rank sums what it receives.
+class _ExchangeRows(torch.autograd.Function):
+    """Rows of every rank's share sent to the ranks that read them, with a gradient: one
+    all-to-all each way (gloo's all-to-all with uneven splits).
 
-    Both directions are one all-to-all: gloo's all_to_all moves the same bytes as its all_gather or
-    the reduce-scatter it lacks in ~40% less time (1.0 vs 1.7 ms forward, NRMS's ~470 x 400 shares,
-    two ranks on this CPU)."""
+    Forward: this rank sends rows ``send_index`` of its ``share`` [S, D], the first ``send_counts[0]``
+    to rank 0 and so on, and returns what it receives [sum(recv_counts), D], rank 0's rows first.
+    Backward: each received row's gradient goes back to the rank that sent it, and the sender adds
+    up the gradients of each of its rows (a row may go to several ranks)."""
 
     @staticmethod
-    def forward(ctx, share: torch.Tensor, group, size: int, rank: int) -> torch.Tensor:
-        stacked = share.new_empty(size * share.shape[0], *share.shape[1:])  # [W * S, D]
-        dist.all_to_all_single(stacked, share.repeat(size, *([1] * (share.dim() - 1))), group=group)
-        ctx.group, ctx.size = group, size
-        return stacked
+    def forward(ctx, share: torch.Tensor, send_index: torch.Tensor, send_counts: list[int], recv_counts: list[int],
+                group) -> torch.Tensor:
+        received = share.new_empty(sum(recv_counts), *share.shape[1:])  # [M, D]
+        dist.all_to_all_single(received, share.index_select(0, send_index), recv_counts, send_counts, group=group)
+        ctx.save_for_backward(send_index)
+        ctx.shape, ctx.send_counts, ctx.recv_counts, ctx.group = share.shape, send_counts, recv_counts, group
+        return received
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        received = torch.empty_like(grad)  # [W * S, D]: block r is rank r's gradient of this rank's share
-        dist.all_to_all_single(received, grad.contiguous(), group=ctx.group)
-        return received.view(ctx.size, -1, *grad.shape[1:]).sum(0), None, None, None
+        (send_index,) = ctx.saved_tensors
+        returned = grad.new_empty(len(send_index), *grad.shape[1:])  # [sum(send_counts), D]
+        dist.all_to_all_single(returned, grad.contiguous(), ctx.send_counts, ctx.recv_counts, group=ctx.group)
+        return grad.new_zeros(ctx.shape).index_add_(0, send_index, returned), None, None, None, None
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,8 @@ class NewsSharing:
     overlap (on mlsmall_mind a 16-impression half of a 32-impression batch holds 59% of the batch's
     distinct news), so two ranks did 18% of the news encoding twice. With it the whole batch's
     distinct news, ordered by text length, is cut into ``size`` consecutive runs of about equal cost
-    (``cuts``), rank r encodes run r, and the vectors are exchanged with their gradients
-    (``_GatherShares``). Consecutive runs, not every size-th item, because each length group costs a
+    (``cuts``), rank r encodes run r, and each rank receives the vectors it reads and sends their
+    gradients back (``exchange``). Consecutive runs, not every size-th item, because each length group costs a
     fixed ~1 ms (NRMS, forward and backward) however few items it holds: a run holds about 1 / size
     of the groups. The gradients equal a single process's on the whole batch; only dropout draws differ.
     """
@@ -98,19 +101,32 @@ class NewsSharing:
         inner = torch.searchsorted(total, targets, right=True).tolist()
         return [0, *inner, len(costs)]
 
-    def gather(self, share: torch.Tensor, order: torch.Tensor, cuts: list[int]) -> torch.Tensor:
-        """[U, D] the vectors of all U items from every rank's share: rank r encoded the items
-        ``order[cuts[r]:cuts[r + 1]]`` ([S_r, D], ``share`` on this rank), in that order."""
-        width = max(max(hi - lo for lo, hi in zip(cuts, cuts[1:])), 1)  # all_gather needs equal shares: pad
-        padded = torch.cat([share, share.new_zeros(width - len(share), *share.shape[1:])])  # [width, D]
-        stacked = _GatherShares.apply(padded, self.group, self.size, self.rank)  # [size * width, D]
-        # Item order[j], j in run r, sits at row r * width + (j - cuts[r]) of the stack.
-        starts = torch.tensor([r * width - lo for r, lo in enumerate(cuts[:-1])], device=order.device)  # [size]
-        runs = torch.repeat_interleave(torch.arange(self.size, device=order.device),
-                                       torch.tensor([hi - lo for lo, hi in zip(cuts, cuts[1:])], device=order.device))
-        stack_row = torch.empty_like(order)
-        stack_row[order] = torch.arange(len(order), device=order.device) + starts[runs]
-        return stacked[stack_row]  # [U, D]
+    def exchange(self, share: torch.Tensor, order: torch.Tensor, cuts: list[int], needed: list[torch.Tensor]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vectors this rank reads, from the ranks that encoded them.
+
+        Of U items, rank r encoded ``order[cuts[r]:cuts[r + 1]]`` (``share`` [S, D] on this rank, in
+        that order); ``needed[q]`` [N_q] are the sorted items rank q reads (every rank passes the same
+        ``order``, ``cuts`` and ``needed``). A rank sends each other rank only the items that one
+        reads: on mlsmall_mind a 16-impression half of a 32-impression batch reads 59% of the batch's
+        distinct news, so this moves about half of what stacking every rank's whole share did.
+        Returns ([N, D] vectors of this rank's ``needed`` items, grouped by the rank that encoded
+        them, and [U] long: each item's row among them, -1 for items this rank does not read)."""
+        count = len(order)
+        run_of = torch.repeat_interleave(torch.arange(self.size, device=order.device),
+                                         torch.tensor([hi - lo for lo, hi in zip(cuts, cuts[1:])], device=order.device))
+        owner = torch.empty_like(order)  # [U]: the rank that encoded each item
+        owner[order] = run_of
+        position = torch.empty_like(order)  # [U]: each item's row in its owner's share
+        position[order] = torch.arange(count, device=order.device) - torch.tensor(cuts[:-1], device=order.device)[run_of]
+        sent = [items[owner[items] == self.rank] for items in needed]  # what this rank sends rank q, sorted
+        mine = needed[self.rank]
+        received = [mine[owner[mine] == r] for r in range(self.size)]  # what rank r sends this one, in r's order
+        vectors = _ExchangeRows.apply(share, position[torch.cat(sent)], [len(x) for x in sent],
+                                      [len(x) for x in received], self.group)  # [N, D]
+        row = torch.full((count,), -1, dtype=torch.long, device=order.device)  # [U]
+        row[torch.cat(received)] = torch.arange(len(mine), device=order.device)
+        return vectors, row
 
 
 class _TouchedRowsAllReduce:

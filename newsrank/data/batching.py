@@ -158,10 +158,11 @@ class TrainBatch:
     users: torch.Tensor  # [B] long
     # Under several processes (``TrainSampler.epoch`` with world > 1) this rank's batch is its share
     # of a whole batch; these are the whole batch's news slots (every rank's history, then every
-    # rank's candidates) and their readers, so that the ranks can split its distinct news between
-    # them (``NewsSharing``). None in a single process.
+    # rank's candidates), their readers and the rank whose share holds each slot, so that the ranks
+    # can split its distinct news between them (``NewsSharing``). None in a single process.
     batch_rows: torch.Tensor | None = None  # [R] long
     batch_readers: torch.Tensor | None = None  # [R] long
+    batch_ranks: torch.Tensor | None = None  # [R] long
 
     @property
     def history_mask(self) -> torch.Tensor:
@@ -232,13 +233,16 @@ class TrainSampler:
             )  # [B, 1 + npratio]
             clicked = np.asarray(history[impressions], dtype=np.int64)  # [B, H]
             readers = np.asarray(users[impressions], dtype=np.int64)  # [B]
-            batch_rows = batch_readers = None
+            batch_rows = batch_readers = batch_ranks = None
             if world > 1:
                 if len(picked) < world:
                     break
                 batch_rows = torch.from_numpy(np.concatenate([clicked.ravel(), candidates.ravel()]))  # [B*H + B*C]
                 batch_readers = torch.from_numpy(np.concatenate([readers.repeat(clicked.shape[1]),
                                                                  readers.repeat(candidates.shape[1])]))
+                share_of = np.arange(len(picked)) % world  # [B]: impression i goes to rank i % world
+                batch_ranks = torch.from_numpy(np.concatenate([share_of.repeat(clicked.shape[1]),
+                                                               share_of.repeat(candidates.shape[1])]))
                 clicked, candidates, readers = clicked[rank::world], candidates[rank::world], readers[rank::world]
             yield TrainBatch(
                 history=torch.from_numpy(np.ascontiguousarray(clicked)),
@@ -246,4 +250,5 @@ class TrainSampler:
                 users=torch.from_numpy(np.ascontiguousarray(readers)),
                 batch_rows=batch_rows,
                 batch_readers=batch_readers,
+                batch_ranks=batch_ranks,
             )

@@ -379,10 +379,11 @@ class NewsRecModel(nn.Module):
     def encode_shared(self, news: NewsFeatures, rows: torch.Tensor, users: torch.Tensor, batch: TrainBatch
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """``encode_distinct`` under DDP with ``news_sharing``: the distinct keys of the whole batch
-        (every rank's share), each encoded by one rank and exchanged. Returns [U, D] vectors of all of
-        them and [R] the index of each of this rank's ``rows`` among them."""
+        (every rank's share), each encoded by one rank and sent to the ranks that read it. Returns
+        [N, D] vectors of the keys this rank reads and [R] the index of each of its ``rows`` among them."""
         sharing = self.news_sharing
-        unique = torch.unique(self.news_keys(news, batch.batch_rows, batch.batch_readers))  # [U] sorted
+        unique, slot_items = torch.unique(self.news_keys(news, batch.batch_rows, batch.batch_readers),
+                                          return_inverse=True)  # [U] sorted, [R] each slot's item
         lengths = self.row_lengths(news, unique % len(news))  # [U]
         order = torch.argsort(lengths, stable=True)  # [U]
         ordered = lengths[order]  # [U]
@@ -394,8 +395,9 @@ class NewsRecModel(nn.Module):
         opens[[start for start in starts if start < len(ordered)]] = True
         cuts = sharing.cuts((ordered + 1 + 100 * opens).to(torch.float64))
         share = self.encode_keys(news, unique[order[cuts[sharing.rank] : cuts[sharing.rank + 1]]])  # [S, D]
-        vectors = sharing.gather(share, order, cuts)  # [U, D]
-        return vectors, torch.searchsorted(unique, self.news_keys(news, rows, users))
+        needed = [torch.unique(slot_items[batch.batch_ranks == r]) for r in range(sharing.size)]  # items each rank reads
+        vectors, row = sharing.exchange(share, order, cuts, needed)  # [N, D], [U]
+        return vectors, row[torch.searchsorted(unique, self.news_keys(news, rows, users))]
 
     def candidate_features(self, vectors: torch.Tensor) -> torch.Tensor | None:
         """[..., F] what a candidate-aware model's scoring computes from each candidate news vector
