@@ -1,5 +1,6 @@
 """A large lookup table under DDP: DDP's own bucketed all-reduce against newsrank's all-reduce of
-the touched rows only (``newsrank.core.distributed.data_parallel``), two ranks, one thread each.
+the touched rows only (``newsrank.core.distributed.data_parallel``), found in the gradient or
+declared (as a news model does under news sharing), two ranks, one thread each.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 benchmarks/bench_ddp_tables.py \\
         --rows 70000 --dim 300 --touched 2000
@@ -48,15 +49,19 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank, size = dist.get_rank(), dist.get_world_size()
     medians: dict[str, list[float]] = {}
-    for way in ("DDP's buckets", "touched rows") * 2:
+    ways = ("DDP's buckets", "touched rows", "declared rows")
+    for way in ways * 2:
         torch.manual_seed(0)
         model = TableModel(args.rows, args.dim)
         wrapped = (DistributedDataParallel(model, static_graph=True) if way == "DDP's buckets"
                    else data_parallel(model, min_weights=0))
-        draws = torch.Generator().manual_seed(rank)
+        draws = torch.Generator().manual_seed(0)  # every rank draws every rank's ids: each knows the union
         times = []
         for _ in range(args.steps + 5):
-            ids = torch.randint(0, args.rows, (args.touched // size,), generator=draws)
+            every = torch.randint(0, args.rows, (args.touched // size * size,), generator=draws)
+            ids = every.view(size, -1)[rank]
+            if way == "declared rows":
+                model.table.row_sync.declared = torch.unique(every)
             model.zero_grad(set_to_none=True)
             dist.barrier()
             started = time.perf_counter()

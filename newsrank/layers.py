@@ -49,6 +49,9 @@ class LookupTable(nn.Embedding):
 
     kind: str = "words"
     _block: tuple[torch.Tensor, torch.Tensor] | None = None  # ([U, dim] rows, [vocabulary] long position or -1)
+    # under DDP, when the table's gradient is averaged by rows (``core.distributed.data_parallel``):
+    # its hook, whose ``declared`` rows (set by the model each step) bound what a lookup may read
+    row_sync = None
 
     @contextmanager
     def gathered(self, ids: torch.Tensor) -> Iterator[None]:
@@ -67,6 +70,11 @@ class LookupTable(nn.Embedding):
             local = position[ids]
             if not len(local) or int(local.min()) >= 0:
                 return F.embedding(local, rows)  # [..., dim]
+        declared = None if self.row_sync is None else self.row_sync.declared
+        if declared is not None and torch.is_grad_enabled() and not bool(torch.isin(ids, declared).all()):
+            # the ranks would average only the declared rows: the others' updates would differ per rank
+            raise RuntimeError(f"a {self.kind} lookup reads rows outside those declared for this step: the "
+                               "model's lookup_fields must name every news column its tables read")
         return super().forward(ids)
 
 

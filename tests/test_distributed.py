@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import TINY_OVERRIDES
@@ -94,12 +95,15 @@ def test_evaluate_and_predict_in_two_processes_equal_one(synth_dir, tmp_path):
     assert (tmp_path / "one" / "prediction.txt").read_text() == (tmp_path / "two" / "prediction.txt").read_text()
 
 
+MODELS = ["nrms", "lstur", "npa", "naml", "fum", "fum+fine", "gru", "dkn", "fim"]
+
+
 def test_two_processes_step_with_the_single_process_gradients(synth_dir, tmp_path):
     """One step under DDP (world size 2, gloo) gives a single process's gradients on the whole
     batch, whether each rank encodes all of its share's news or the ranks split the batch's distinct
     news between them (``train.share_news``), with the lookup tables' gradients all-reduced by
-    touched rows (the trainer's ``data_parallel``) or densely, for a self-attention, a
-    user-conditioned (NPA), a user-embedding (LSTUR) and a candidate-aware (DKN) model."""
+    rows (the trainer's ``data_parallel``: declared by the model under news sharing, else found in the
+    gradient) or densely, for every news model and FUM with u^f's extra tokens."""
     import subprocess
     import sys
     from pathlib import Path
@@ -107,12 +111,14 @@ def test_two_processes_step_with_the_single_process_gradients(synth_dir, tmp_pat
     out = tmp_path / "gradients.json"
     script = Path(__file__).parent / "ddp_gradients.py"
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-                    str(synth_dir), str(out), "nrms", "npa", "dkn", "fum", "lstur"], check=True, capture_output=True)
+                    str(synth_dir), str(out), *MODELS], check=True, capture_output=True)
     differences = json.loads(out.read_text())
-    assert sorted(differences) == ["dkn", "fum", "lstur", "npa", "nrms"]
+    assert sorted(differences) == sorted(MODELS)
     for name, by_mode in differences.items():
-        for mode, difference in by_mode.items():
-            assert difference < 1e-5, (name, mode, difference)
+        for mode in ("shared", "own", "dense"):
+            assert by_mode[mode] < 1e-5, (name, mode, by_mode[mode])
+        # with news sharing the word (and entity) tables go by the rows the model declared; without, by a search
+        assert by_mode["shared declared rows"] >= 1 and by_mode["own declared rows"] == 0, (name, by_mode)
 
 
 def test_news_sharing_cuts_runs_of_about_equal_cost():
@@ -124,3 +130,21 @@ def test_news_sharing_cuts_runs_of_about_equal_cost():
     assert NewsSharing(0, 4, None).cuts(costs)[::4] == [0, 8]
     assert NewsSharing(1, 3, None).cuts(torch.ones(9, dtype=torch.float64)) == [0, 3, 6, 9]
     assert NewsSharing(0, 2, None).cuts(torch.zeros(0, dtype=torch.float64)) == [0, 0, 0]
+
+
+def test_a_lookup_outside_the_declared_rows_is_an_error():
+    """Under news sharing the ranks average only the rows the model declared for the step; a training
+    lookup of any other row would leave the ranks' weights different, so it raises."""
+    from types import SimpleNamespace
+
+    from newsrank.layers import LookupTable
+
+    table = LookupTable(10, 3, padding_idx=0)
+    table.row_sync = SimpleNamespace(declared=torch.tensor([0, 2, 5]))
+    assert table(torch.tensor([[2, 5], [0, 0]])).shape == (2, 2, 3)
+    with pytest.raises(RuntimeError, match="outside those declared"):
+        table(torch.tensor([2, 7]))
+    with torch.no_grad():  # evaluation reads any row
+        assert table(torch.tensor([7])).shape == (1, 3)
+    table.row_sync.declared = None  # no declaration this step: nothing to check
+    assert table(torch.tensor([7])).shape == (1, 3)

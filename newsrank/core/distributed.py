@@ -136,19 +136,27 @@ class _TouchedRowsAllReduce:
     A batch reads few rows of a table: a MIND vocabulary with 300-d vectors is a 21M-float
     gradient, and LSTUR's and NPA's user tables grow with the users (938k x 400 = 375M floats on
     the MIND-large-sized set, 1.5 GB, that DDP would copy into a bucket and all-reduce every step).
-    Every other row's gradient is exactly zero on every rank, so the union of the touched rows (one
-    small all-reduce of a byte per row) and the all-reduce of those rows give exactly the dense average."""
+    Every other row's gradient is exactly zero on every rank, so the all-reduce of the union of the
+    touched rows gives exactly the dense average.
+
+    The union comes from ``declared`` when the model set it for this step ([R] long, the same on
+    every rank: the rows the whole batch may read, ``NewsRecModel.declare_table_rows`` under news
+    sharing); otherwise each rank finds its touched rows in the gradient and one small all-reduce
+    of a byte per row unites them."""
 
     def __init__(self, group, size: int):
         self.group, self.size = group, size
+        self.declared: torch.Tensor | None = None
 
     def __call__(self, weight: torch.Tensor) -> None:
         grad = weight.grad  # [V, d]
-        # A row is touched iff its largest or smallest entry is not 0: two reductions without a
-        # temporary (~23 ms for [70k, 300] on one CPU thread, against ~51 ms for ne(0).any).
-        touched = ((grad.amax(dim=1) != 0) | (grad.amin(dim=1) != 0)).to(torch.uint8)  # [V]
-        dist.all_reduce(touched, op=dist.ReduceOp.MAX, group=self.group)  # the union over the ranks
-        rows = touched.nonzero().squeeze(1)  # [R], the same on every rank
+        rows, self.declared = self.declared, None
+        if rows is None:
+            # A row is touched iff its largest or smallest entry is not 0: two reductions without a
+            # temporary (~23 ms for [70k, 300] on one CPU thread, against ~51 ms for ne(0).any).
+            touched = ((grad.amax(dim=1) != 0) | (grad.amin(dim=1) != 0)).to(torch.uint8)  # [V]
+            dist.all_reduce(touched, op=dist.ReduceOp.MAX, group=self.group)  # the union over the ranks
+            rows = touched.nonzero().squeeze(1)  # [R], the same on every rank
         summed = grad.index_select(0, rows).div_(self.size)  # [R, d]
         dist.all_reduce(summed, group=self.group)
         grad.index_copy_(0, rows, summed)  # the untouched rows are zero on every rank: they stay so
@@ -157,7 +165,9 @@ class _TouchedRowsAllReduce:
 #: lookup tables of fewer weights go through DDP's buckets with the rest. Two ranks on the 2-core
 #: Xeon, median step (backward + all-reduce) with a [V, d] table and a 1.3M-weight MLP, ~1,500
 #: rows touched, DDP's buckets vs by rows: 10,098 x 50 46 vs 49 ms (the extra small all-reduce
-#: does not pay), 40,000 x 50 (2M weights) 55 vs 52 ms, 70,000 x 300 194 vs 125 ms.
+#: does not pay), 40,000 x 50 (2M weights) 55 vs 52 ms, 70,000 x 300 194 vs 125 ms. With the rows
+#: declared (``benchmarks/bench_ddp_tables.py``, ~2,000 rows): 70,000 x 300 82-87 ms against 102-106
+#: found and 164-168 in DDP's buckets; 10,098 x 50 39.0-39.5 against 39.0-43.7 and 39.4-41.0, no gain.
 TOUCHED_ROWS_MIN_WEIGHTS = 2**21
 
 
@@ -165,21 +175,23 @@ def data_parallel(model: torch.nn.Module, min_weights: int = TOUCHED_ROWS_MIN_WE
                   ) -> torch.nn.parallel.DistributedDataParallel:
     """``model`` under DDP (a static graph, since a model may leave parameters unused), except its
     trained lookup tables of at least ``min_weights`` weights: DDP leaves them alone, and each is
-    averaged over the ranks by the rows touched (``_TouchedRowsAllReduce``) as soon as its gradient
-    is complete, on a process group of its own (those all-reduces run inside DDP's backward). Their
-    weights are broadcast from rank 0, as DDP does with the others. Every rank must read such a
-    table in every step (the news models do), or the ranks' collectives would not pair up."""
-    tables = {f"{name}.weight": module.weight for name, module in model.named_modules()
+    averaged over the ranks by rows (``_TouchedRowsAllReduce``, the module's ``row_sync``, whose rows
+    a news model declares under news sharing) as soon as its gradient is complete, on a process
+    group of its own (those all-reduces run inside DDP's backward). Their weights are broadcast
+    from rank 0, as DDP does with the others. Every rank must read such a table in every step (the
+    news models do), or the ranks' collectives would not pair up."""
+    tables = {name: module for name, module in model.named_modules()
               if isinstance(module, torch.nn.Embedding) and module.weight.requires_grad
               and module.weight.numel() >= min_weights}
     if tables:
         group = dist.new_group(backend=dist.get_backend())
-        sync = _TouchedRowsAllReduce(group, dist.get_world_size())
-        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(tables))
-        for weight in tables.values():
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, [f"{name}.weight" for name in tables])
+        for module in tables.values():
             with torch.no_grad():
-                dist.broadcast(weight, 0, group=group)
-            weight.register_post_accumulate_grad_hook(sync)
+                dist.broadcast(module.weight, 0, group=group)
+            module.row_sync = _TouchedRowsAllReduce(group, dist.get_world_size())
+            module.weight.register_post_accumulate_grad_hook(module.row_sync)
     return torch.nn.parallel.DistributedDataParallel(model, static_graph=True)
 
 

@@ -333,21 +333,50 @@ class NewsRecModel(nn.Module):
         bounds = torch.tensor(length_bounds(longest, self.exact_length_groups), device=ordered.device)
         return torch.searchsorted(ordered, bounds, right=True).tolist() + [len(ordered)]
 
+    def lookup_fields(self) -> dict[str, tuple[str, ...]]:
+        """The ``NewsFeatures`` token columns whose ids the model's ``LookupTable`` s of each kind read
+        while training: words from the ``text_fields``, entities from ``news.entities``. A model whose
+        tables read other columns (DKN's entities per title word, FUM's u^f tokens) says so: under
+        DDP with news sharing these are the only rows of a table the ranks exchange gradients of."""
+        return {"words": self.text_fields(), "entities": ("entities",)}
+
+    def lookup_ids(self, news: NewsFeatures, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{kind: [N] long} the ids of news ``rows`` in the ``lookup_fields`` of each kind (with repeats)."""
+        ids = {}
+        for kind, names in self.lookup_fields().items():
+            columns = [getattr(news, name) for name in names]
+            columns = [column[rows].reshape(-1) for column in columns if column is not None]
+            if columns:
+                ids[kind] = torch.cat(columns)
+        return ids
+
     @contextmanager
     def gathered_lookups(self, news: NewsFeatures, rows: torch.Tensor) -> Iterator[None]:
         """While training, every trainable ``LookupTable`` of the model gathers the ids of news ``rows``
-        once (words: the ``text_fields``; entities: ``news.entities``), so that the length groups'
-        lookups make one dense table gradient, not one each. Without gradients nothing changes."""
+        once (``lookup_ids``), so that the length groups' lookups make one dense table gradient, not
+        one each. Without gradients nothing changes."""
         tables = [] if not torch.is_grad_enabled() else [
             m for m in self.modules() if isinstance(m, LookupTable) and m.weight.requires_grad]
         with ExitStack() as stack:
             if tables:
-                ids = {"words": [getattr(news, f)[rows].reshape(-1) for f in self.text_fields()],
-                       "entities": [] if news.entities is None else [news.entities[rows].reshape(-1)]}
+                ids = self.lookup_ids(news, rows)
                 for table in tables:
-                    if ids.get(table.kind):
-                        stack.enter_context(table.gathered(torch.cat(ids[table.kind])))
+                    if table.kind in ids:
+                        stack.enter_context(table.gathered(ids[table.kind]))
             yield
+
+    def declare_table_rows(self, news: NewsFeatures, rows: torch.Tensor) -> None:
+        """Under DDP with news sharing: tell each lookup table that is averaged by rows (``row_sync``,
+        set by ``data_parallel``) which of its rows this step may touch on any rank, the ids of the
+        whole batch's distinct news ``rows`` (the same on every rank), so that it sends those rows
+        without looking for them. A lookup outside them is an error (``LookupTable.forward``)."""
+        tables = [m for m in self.modules() if isinstance(m, LookupTable) and m.row_sync is not None]
+        if tables:
+            ids = self.lookup_ids(news, rows)
+            for table in tables:
+                if table.kind in ids:  # padding too: a model may pad ids after the table's gather
+                    pad = ids[table.kind].new_tensor([PAD if table.padding_idx is None else table.padding_idx])
+                    table.row_sync.declared = torch.unique(torch.cat([ids[table.kind], pad]))  # [R] sorted
 
     def encode_pairs(self, news: NewsFeatures, rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """[R, D] vectors of news ``rows`` [R] as read by ``users`` [R], each distinct one encoded once.
@@ -394,6 +423,7 @@ class NewsRecModel(nn.Module):
         starts = [0, *self.length_group_ends(ordered)[:-1]]  # empty groups repeat the next one's start
         opens[[start for start in starts if start < len(ordered)]] = True
         cuts = sharing.cuts((ordered + 1 + 100 * opens).to(torch.float64))
+        self.declare_table_rows(news, unique % len(news))
         share = self.encode_keys(news, unique[order[cuts[sharing.rank] : cuts[sharing.rank + 1]]])  # [S, D]
         needed = [torch.unique(slot_items[batch.batch_ranks == r]) for r in range(sharing.size)]  # items each rank reads
         vectors, row = sharing.exchange(share, order, cuts, needed)  # [N, D], [U]

@@ -128,6 +128,9 @@ class DKN(NewsRecModel):
         if config.score == "dnn":
             self.dnn = nn.Sequential(nn.Linear(2 * dim, config.dnn_hidden), nn.ReLU(), nn.Linear(config.dnn_hidden, 1))
 
+    def lookup_fields(self) -> dict[str, tuple[str, ...]]:
+        return {"words": ("title",), "entities": ("title_word_entities",)}  # entities: one per title word
+
     def _channel(self, table: nn.Embedding, transform: nn.Linear | None, ids: torch.Tensor) -> torch.Tensor:
         x = self.dropout(table(ids))  # [N, L, entity_dim]
         return torch.tanh(transform(x)) if transform is not None else x  # [N, L, d]

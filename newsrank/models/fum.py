@@ -278,6 +278,10 @@ class FUM(NewsRecModel):
     def text_fields(self) -> tuple[str, ...]:
         return ("title", "abstract") if self.config.use_abstract else ("title",)
 
+    def lookup_fields(self) -> dict[str, tuple[str, ...]]:
+        words = ("title", "abstract") if self.config.use_abstract or self.config.fine_abstract else ("title",)
+        return {"words": words, "entities": ("entities",)}  # u^f's tables read the clicks' tokens too
+
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         views = []
