@@ -55,7 +55,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["impression_metrics", "impression_ranks", "json_ready", "per_impression_metrics"]
+__all__ = ["impression_metrics", "impression_ranks", "per_impression_metrics"]
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:

@@ -333,3 +333,9 @@ def test_impression_ranks_validates() -> None:
         impression_ranks(np.array([0.1, np.nan]), np.array([0, 2]))
     with pytest.raises(ValueError, match=r"offsets\[-1\] must equal"):
         impression_ranks(np.array([0.1, 0.2]), np.array([0, 1]))
+
+
+def test_star_import_names_only_what_the_module_defines():
+    import newsrank.metrics as metrics
+
+    assert all(hasattr(metrics, name) for name in metrics.__all__)

@@ -347,7 +347,7 @@ def test_minilm_split_through_the_model_is_exact(synth_dir):
 
     from helpers import load_tiny_splits, tiny_run_config
     from newsrank.data.batching import NewsFeatures
-    from newsrank.models.base import ModelContext, PLMEncoder
+    from newsrank.models.base import PLMEncoder
 
     config = tiny_run_config("nrms")
     config.model.news_encoder = "plm"

@@ -3,8 +3,6 @@ equal to `newsrank predict`'s, news posted after training, explanations and bad 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
