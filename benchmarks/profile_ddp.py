@@ -13,7 +13,7 @@ the backward pass (DDP's gradient all-reduce included) and after the optimizer. 
 - gloo's all_reduce and all_to_all of several sizes, from the later rank's arrival to the first
   return, with the ranks arriving together and after ~20 ms of compute each (as inside a step),
   with the commit and the machine.
-Random 50-d word vectors (speed does not depend on their values); ``--batch-size`` is the global batch.
+Random ``--word-dim`` word vectors (speed does not depend on their values); ``--batch-size`` is the global batch.
 """
 
 from __future__ import annotations
@@ -42,14 +42,16 @@ def step_timestamps(args: argparse.Namespace, world: D.World) -> torch.Tensor:
     """[steps, 7] monotonic timestamps (s) of this rank's timed steps (``world``: ``join``'s)."""
     from newsrank.data.batching import NewsFeatures, TrainSampler
 
-    run = setup("nrms", args.data, 50, dev_impressions=1)
+    run = setup("nrms", args.data, args.word_dim, dev_impressions=1)
     model = run.model
     ddp = D.data_parallel(model)
     model.news_sharing = D.news_sharing(world)  # as the trainer sets both up
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     news = NewsFeatures.from_table(run.train_table)
     marks: dict[str, float] = {}
-    forward, backward = D._ExchangeRows.forward, D._ExchangeRows.backward
+    # the exchange's autograd function (``_GatherShares`` in checkouts before 2074fbe, timed with PYTHONPATH)
+    exchange = getattr(D, "_ExchangeRows", None) or D._GatherShares
+    forward, backward = exchange.forward, exchange.backward
 
     def timed_forward(ctx, *a):
         marks["in"] = time.monotonic()
@@ -63,7 +65,7 @@ def step_timestamps(args: argparse.Namespace, world: D.World) -> torch.Tensor:
         marks["grad out"] = time.monotonic()
         return out
 
-    D._ExchangeRows.forward, D._ExchangeRows.backward = staticmethod(timed_forward), staticmethod(timed_backward)
+    exchange.forward, exchange.backward = staticmethod(timed_forward), staticmethod(timed_backward)
     try:
         batches = TrainSampler(run.train_behaviors, 4, args.batch_size, 42).epoch(0, world.rank, world.size)
         rows = []
@@ -79,7 +81,7 @@ def step_timestamps(args: argparse.Namespace, world: D.World) -> torch.Tensor:
                 rows.append([start, marks["in"], marks["out"], marks["grad in"], marks["grad out"], backward_end,
                              time.monotonic()])
     finally:
-        D._ExchangeRows.forward, D._ExchangeRows.backward = staticmethod(forward), staticmethod(backward)
+        exchange.forward, exchange.backward = staticmethod(forward), staticmethod(backward)
     return torch.tensor(rows, dtype=torch.float64)
 
 
@@ -127,6 +129,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mlsmall_mind")
     parser.add_argument("--batch-size", type=int, default=32, help="the global batch")
     parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--word-dim", type=int, default=50, help="random word vectors of this size (GloVe 6B 50-d's "
+                        "by default; 300 is the packaged config's, a MIND vocabulary's table then goes by rows)")
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
