@@ -157,7 +157,7 @@ def main() -> None:
         for mb, *ms in comm:
             print(f"| {mb} | " + " | ".join(f"{m:.2f}" for m in ms) + " |")
         print(f"\nPrinted by `python -m torch.distributed.run --standalone --nproc_per_node 2 benchmarks/profile_ddp.py "
-              f"{' '.join(sys.argv[1:])}` at commit {commit()} on {machine()}.")
+              f"{' '.join(sys.argv[1:])}` at commit {commit(Path(D.__file__).resolve().parents[2])} on {machine()}.")
     D.leave(world)
 
 
