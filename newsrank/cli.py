@@ -115,7 +115,8 @@ def _load_for_data(run: str, split_dir: str):
 
     folder = resolve_run(run)
     checkpoint = load_checkpoint(folder)
-    world = join(resolve_device(checkpoint.config.train.device))  # a world of one unless torchrun started us
+    train = checkpoint.config.train
+    world = join(resolve_device(train.device), train.pin_cores)  # a world of one unless torchrun started us
     checkpoint.model.to(world.device)
     table, behaviors = load_split(split_dir, checkpoint.vocabs, checkpoint.config.data)
     from .data.plm import attach_plm

@@ -53,6 +53,9 @@ class TrainConfig:
     select_metric: Literal["auc", "mrr", "ndcg@5", "ndcg@10"] = "auc"  # dev metric that picks the kept checkpoint
     epoch_batches: int | None = None  # train at most this many batches per epoch (quick experiments); null: all
     share_news: bool = True  # several processes: each batch's distinct news encoded by one rank, not by every rank that reads it
+    # several processes on the CPU: each process of a machine, with the threads it starts, runs on its
+    # own equal share of the machine's cores (``core.distributed.pin_to_cores``)
+    pin_cores: bool = True
 
 
 @dataclass

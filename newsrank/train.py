@@ -111,7 +111,7 @@ def train(
         raise ValueError(f"train.epoch_batches must be >= 1 or null, got {tc.epoch_batches}")
     set_threads(tc.threads)
     code_commit()  # asked now, at the start, so that checkpoints name the code this process loaded
-    world = join(resolve_device(tc.device))
+    world = join(resolve_device(tc.device), tc.pin_cores)
     try:
         return _train(config, data_dir, out_dir, resume, progress, world)
     finally:

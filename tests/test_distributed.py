@@ -148,3 +148,29 @@ def test_a_lookup_outside_the_declared_rows_is_an_error():
         assert table(torch.tensor([7])).shape == (1, 3)
     table.row_sync.declared = None  # no declaration this step: nothing to check
     assert table(torch.tensor([7])).shape == (1, 3)
+
+
+def test_each_local_process_is_pinned_to_its_own_cores():
+    """Under torchrun on the CPU each process of a machine takes an equal, disjoint, consecutive share
+    of the cores it may use (run in child processes: pinning is process-wide)."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no sched_setaffinity on this platform")
+    cores = sorted(os.sched_getaffinity(0))
+    script = ("import json, os; from newsrank.core.distributed import pin_to_cores; "
+              "print(json.dumps([pin_to_cores(), sorted(os.sched_getaffinity(0))]))")
+    shares = []
+    for rank in range(2):
+        env = dict(os.environ, LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+        returned, now = json.loads(out)
+        shares.append(now)
+        assert returned in (now, None), out  # what it says it did is what the process got
+    if len(cores) >= 2:
+        per = len(cores) // 2
+        assert shares == [cores[:per], cores[per : 2 * per]]
+    else:  # fewer cores than processes: left to the OS
+        assert shares == [cores, cores]

@@ -203,12 +203,39 @@ def news_sharing(world: World) -> NewsSharing | None:
     return NewsSharing(world.rank, world.size, dist.new_group(backend=backend))
 
 
-def join(device: torch.device) -> World:
+def pin_to_cores() -> list[int] | None:
+    """Puts this process of a machine's ``LOCAL_WORLD_SIZE`` (torchrun's) on its own consecutive
+    share of the cores it may use, and returns them (None: fewer cores than processes, or no
+    ``sched_setaffinity``). Threads started afterwards (gloo's, torch's) inherit the share, so it
+    is called before the process group starts.
+
+    Unpinned, the OS moves the ranks and gloo's threads between the cores. Two ranks x one thread on
+    the 2-core Xeon, NRMS at a global batch of 32: `profile_ddp.py`, three interleaved pairs, 87.2-88.7
+    ms a step pinned against 90.6-91.9 unpinned (the exchanges' transfers and waits most of it);
+    `newsrank train --nproc 2`, 600 batches, five interleaved pairs, 358.8-373.0 samples/s pinned
+    (mean 368.7) against 354.7-360.4 (mean 358.5)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    per = len(cores) // local_size
+    if per < 1:
+        return None
+    mine = cores[local_rank * per : (local_rank + 1) * per]
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
+def join(device: torch.device, pin_cores: bool = True) -> World:
     """The world this process belongs to; joins the process group when ``torchrun`` started it.
-    ``device``: the run's device; under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``."""
+    ``device``: the run's device; under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``.
+    ``pin_cores``: on the CPU, first pin each process of a machine to its own cores (``pin_to_cores``)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World(device=device)
+    if pin_cores and device.type == "cpu" and not dist.is_initialized():
+        pin_to_cores()
     if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():  # NCCL cannot put two ranks on one GPU
