@@ -151,15 +151,19 @@ def test_a_lookup_outside_the_declared_rows_is_an_error():
 
 
 def test_each_local_process_is_pinned_to_its_own_cores():
-    """Under torchrun on the CPU each process of a machine takes an equal, disjoint, consecutive share
-    of the cores it may use (run in child processes: pinning is process-wide)."""
+    """Under torchrun on the CPU each process of a machine takes an equal, disjoint share of the cores
+    it may use (run in child processes: pinning is process-wide); hyperthread siblings stay together."""
     import os
     import subprocess
     import sys
 
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no sched_setaffinity on this platform")
-    cores = sorted(os.sched_getaffinity(0))
+    from newsrank.core.distributed import _physical_cores
+
+    cpus = sorted(os.sched_getaffinity(0))
+    cores = _physical_cores(cpus)
+    assert sorted(cpu for core in cores for cpu in core) == cpus
     script = ("import json, os; from newsrank.core.distributed import pin_to_cores; "
               "print(json.dumps([pin_to_cores(), sorted(os.sched_getaffinity(0))]))")
     shares = []
@@ -170,7 +174,9 @@ def test_each_local_process_is_pinned_to_its_own_cores():
         shares.append(now)
         assert returned in (now, None), out  # what it says it did is what the process got
     if len(cores) >= 2:
-        per = len(cores) // 2
-        assert shares == [cores[:per], cores[per : 2 * per]]
+        assert shares[0] and len(shares[0]) == len(shares[1]) and not set(shares[0]) & set(shares[1])
+        assert set(shares[0]) | set(shares[1]) <= set(cpus)
+        for core in cores:  # siblings are never split between the processes
+            assert set(core) <= set(shares[0]) or set(core) <= set(shares[1]) or not set(core) & set(shares[0] + shares[1])
     else:  # fewer cores than processes: left to the OS
-        assert shares == [cores, cores]
+        assert shares == [cpus, cpus]

@@ -203,11 +203,26 @@ def news_sharing(world: World) -> NewsSharing | None:
     return NewsSharing(world.rank, world.size, dist.new_group(backend=backend))
 
 
+def _physical_cores(cpus: list[int]) -> list[list[int]]:
+    """``cpus`` grouped by the physical core they run on (hyperthread siblings together), in the
+    order of each group's first CPU; each CPU alone where Linux's topology files are missing."""
+    groups: dict[tuple, list[int]] = {}
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{topology}/physical_package_id") as package, open(f"{topology}/core_id") as core:
+                key = (int(package.read()), int(core.read()))
+        except (OSError, ValueError):
+            key = ("cpu", cpu)
+        groups.setdefault(key, []).append(cpu)
+    return sorted(groups.values())
+
+
 def pin_to_cores() -> list[int] | None:
-    """Puts this process of a machine's ``LOCAL_WORLD_SIZE`` (torchrun's) on its own consecutive
-    share of the cores it may use, and returns them (None: fewer cores than processes, or no
-    ``sched_setaffinity``). Threads started afterwards (gloo's, torch's) inherit the share, so it
-    is called before the process group starts.
+    """Puts this process of a machine's ``LOCAL_WORLD_SIZE`` (torchrun's) on its own equal share of
+    the physical cores it may use (with their hyperthreads), and returns those CPUs (None: fewer
+    cores than processes, or no ``sched_setaffinity``). Threads started afterwards (gloo's, torch's)
+    inherit the share, so it is called before the process group starts.
 
     Unpinned, the OS moves the ranks and gloo's threads between the cores. Two ranks x one thread on
     the 2-core Xeon, NRMS at a global batch of 32: `profile_ddp.py`, three interleaved pairs, 87.2-88.7
@@ -218,11 +233,11 @@ def pin_to_cores() -> list[int] | None:
         return None
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cores = sorted(os.sched_getaffinity(0))
+    cores = _physical_cores(sorted(os.sched_getaffinity(0)))
     per = len(cores) // local_size
     if per < 1:
         return None
-    mine = cores[local_rank * per : (local_rank + 1) * per]
+    mine = sorted(cpu for core in cores[local_rank * per : (local_rank + 1) * per] for cpu in core)
     os.sched_setaffinity(0, mine)
     return mine
 
