@@ -152,6 +152,7 @@ def test_fine_grained_user_equals_the_plain_slot_grid(tiny_data, changes):
     history[1, :-1] = 0  # one click only: a short sequence next to long ones
     history[2] = 0  # no click at all
     history[3, -3:-1] = history[3, -1]  # one news clicked three times: every token repeats
+    news.title[history[0, -1], 1:3] = news.title[history[0, -1], 0]  # a word three times in one title
     inputs = user_inputs(model, news, history)
     with torch.no_grad():
         expected = plain_fine_grained_user(model, inputs, junk_seed=0)

@@ -74,7 +74,7 @@ from ..data.batching import NewsFeatures, UserInputs
 from ..data.dataset import NewsTable
 from ..data.vocab import PAD
 from ..fastformer import Fastformer
-from ..layers import AdditiveAttention, MultiHeadSelfAttention, segment_softmax
+from ..layers import AdditiveAttention, MultiHeadSelfAttention, segment_softmax, segment_weighted_sum
 from .base import ModelContext, NewsRecModel, adapt_entity_dim, entity_embedding, word_embedding
 
 # token kinds of the fine-grained sequence
@@ -518,13 +518,16 @@ class FUM(NewsRecModel):
         scores = (mapped[..., :hid].sigmoid_() @ maps.query).flatten()  # [B*Lt] (in place: the hidden part is read once)
         text_e = mapped[..., hid:].flatten(0, 1)  # [B*Lt, n]: W_n^t (out_i - b_o), per distinct text token
 
-        # per-news pooling: a softmax over each (user, click)'s text tokens, repeats included
+        # per-news pooling: a softmax over each (user, click)'s text tokens, repeats included, and each
+        # click's weighted sum of its tokens' rows of text_e (occurrences are in (user, click) order)
         text = is_text.nonzero().squeeze(1)  # [Nt]
         pair = pair_of[text]  # [Nt]
         at = pair_owner[pair] * text_length + place[pair]  # [Nt] its distinct token's row of [B*Lt]
-        segment = click_of[text]  # [Nt] (user, click)
-        weights = segment_softmax(scores[at], segment, b * h)[:, None]  # [Nt, 1]
-        segments, rows_added = [segment], [torch.cat([weights, weights * text_e[at]], dim=1)]  # [Nt, 1 + n]
+        segment = click_of[text]  # [Nt] (user, click), ascending
+        weights = segment_softmax(scores[at], segment, b * h)  # [Nt]
+        text_tokens = torch.bincount(segment, minlength=b * h)  # [B*H]: 0 for a news without text (its t is 0)
+        per_news = segment_weighted_sum(text_tokens, at, weights, text_e)  # [B*H, n]
+        per_news += (text_tokens > 0).to(per_news.dtype)[:, None] * maps.news_bias + self.fine_news.bias
         if c.fine_categories:
             # The category and subcategory tokens' share of e, W_n^c out_i, once per (user, distinct
             # token) with both halves of W_n^c, then the right half added to every click that has it.
@@ -537,12 +540,9 @@ class FUM(NewsRecModel):
             tags = (~is_text).nonzero().squeeze(1)  # [Nc] every click's category and subcategory token
             pair = pair_of[tags]
             at = (pair_owner[pair] * tag_length + tag_place[pair]) * 2 + (kind[tags] == _SUBCATEGORY).long()  # [Nc]
-            segments.append(click_of[tags])  # [Nc]
-            rows_added.append(torch.cat([tag_e.new_zeros(len(tags), 1), tag_e[at]], dim=1))  # [Nc, 1 + n]
-        added = torch.cat(rows_added)  # [Nt + Nc, 1 + n]
-        sums = added.new_zeros(b * h, added.shape[1]).index_add(0, torch.cat(segments), added)  # [B*H, 1 + n]
-        weight_sum = sums[:, :1]  # 1, or 0 for a news without text (its t is 0)
-        per_news = sums[:, 1:] + weight_sum * maps.news_bias + self.fine_news.bias  # [B*H, n]
+            segment = click_of[tags]  # [Nc], ascending
+            per_news += segment_weighted_sum(torch.bincount(segment, minlength=b * h), at,
+                                             per_news.new_ones(len(at)), tag_e)  # [B*H, n]
         return self.fine_click_pool(per_news.view(b, h, -1), history_mask)  # [B, fine_news_dim]
 
     def _fine_grained_user(self, tokens: tuple[torch.Tensor, ...], rows: torch.Tensor, kinds: torch.Tensor,
