@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -306,17 +306,24 @@ class NewsRecModel(nn.Module):
         Real titles are mostly short with a long tail: one 30-word title would otherwise make a
         whole batch 30 wide (5x the work on MovieLens titles). Masking makes the cut exact.
         """
-        lengths = self.row_lengths(news, rows)  # [R]
+        users_of = (lambda picked: None) if users is None else (lambda picked: users[picked])
+        with self.gathered_lookups(news, rows):
+            return self.in_length_groups(self.row_lengths(news, rows), max_batch,
+                                         lambda picked: self.encode_news(news.take(rows[picked]), users_of(picked)))
+
+    def in_length_groups(self, lengths: torch.Tensor, max_batch: int | None,
+                         encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+        """[R, D] ``encode(picked)`` of positions 0..R-1, called on groups of similar ``lengths`` [R]
+        (``length_group_ends``; at most ``max_batch`` positions each) and put back in position order;
+        None for R = 0. ``encode`` maps [r] positions to their [r, D] vectors."""
         order = torch.argsort(lengths, stable=True)  # [R]
         ends = self.length_group_ends(lengths[order])
         parts, start = [], 0
-        with self.gathered_lookups(news, rows):
-            for end in ends:
-                step = max_batch or max(end - start, 1)
-                for lo in range(start, end, step):
-                    picked = order[lo : min(end, lo + step)]
-                    parts.append(self.encode_news(news.take(rows[picked]), None if users is None else users[picked]))
-                start = end
+        for end in ends:
+            step = max_batch or max(end - start, 1)
+            for lo in range(start, end, step):
+                parts.append(encode(order[lo : min(end, lo + step)]))
+            start = end
         if not parts:
             return None
         # The groups' vectors stacked in length order, then put back in row order by one gather
