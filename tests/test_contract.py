@@ -89,15 +89,37 @@ def test_length_groups_are_powers_of_two_or_exact_up_to_16_tokens():
     assert {name for name, cls in MODELS.items() if cls.exact_length_groups} == {"nrms", "fum"}
 
 
+def test_fum_and_naml_have_several_word_views(built):
+    assert {name for name in ALL if len(built[name][0].word_views()) > 1} == {"fum", "naml"}
+
+
 @pytest.mark.parametrize("name", ALL)
-def test_news_encoded_in_length_groups_equal_each_encoded_alone(built, name):
+def test_news_encoded_in_length_groups_equal_each_encoded_alone(built, name, monkeypatch):
+    """With gradients (training: one grouping, by the longest text) and without (evaluation: a model
+    with several word views runs each in groups of its own text length)."""
     model, _, (table, _), _ = built[name]
     news = NewsFeatures.from_table(table)
-    rows = torch.arange(len(news))
+    rows = torch.arange(len(news)).flip(0)
     users = torch.ones(len(rows), dtype=torch.long)
-    grouped = model.encode_news_rows(news, rows, max_batch=7, users=users)
     alone = torch.cat([model.encode_news(news.take(rows[i : i + 1]), users[i : i + 1]) for i in range(len(rows))])
+    grouped = model.encode_news_rows(news, rows, max_batch=7, users=users)
     torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=1e-5)
+
+    views, masks = model.word_views(), []
+    spied = {field: (lambda ids, view=view: masks.append(ids != 0) or view(ids)) for field, view in views.items()}
+    monkeypatch.setattr(model, "word_views", lambda: spied)
+    with torch.no_grad():
+        grouped = model.encode_news_rows(news, rows, max_batch=7, users=users)
+    torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=1e-5)
+    if len(views) > 1:
+        assert sum(len(mask) for mask in masks) == len(views) * len(rows)
+        for mask in masks:
+            width, shortest = mask.shape[1], int(mask.sum(1).min())
+            if model.exact_length_groups:  # a group's rows as long as the group up to 16 words (empty
+                # texts: width 1), beyond that at most a quarter padding
+                assert width == 1 or mask.all() or (width > 16 and 4 * shortest >= 3 * width)
+            else:  # power-of-two groups: (4, 8], (8, 16], ...
+                assert width <= 4 or 2 * shortest > width
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -106,29 +106,6 @@ def test_shapes(tiny_data):
 
 
 
-def test_evaluation_encodes_each_text_view_in_groups_of_its_own_length(tiny_data):
-    """In evaluation the title and the abstract views each run on groups of one text length (no
-    padding up to 16 words), and the news vectors are those of one plain pass over all rows."""
-    vocabs, (table, _), _ = tiny_data
-    model = make_model(vocabs)
-    news = NewsFeatures.from_table(table)
-    rows = torch.arange(len(news)).flip(0)
-    seen = {"title": [], "abstract": []}
-    for field in seen:
-        view = getattr(model, f"{field}_view")
-        view.register_forward_hook(lambda module, args, out, field=field: seen[field].append(args[1]))
-    with torch.no_grad():
-        grouped = model.encode_news_rows(news, rows, max_batch=5)  # [R, D]
-        for field in seen:
-            masks, seen[field] = seen[field], []
-            assert sum(len(m) for m in masks) == len(rows)
-            for mask in masks:  # up to 16 words every row of a group as long as the group (empty
-                width = mask.shape[1]  # texts: width 1), beyond it at most a quarter padding
-                assert width == 1 or mask.all() or (width > 16 and 4 * int(mask.sum(1).min()) >= 3 * width), field
-        expected = model.encode_news(news.take(rows))  # one pass, each text padded to the widest
-    assert (news.title[rows] != 0).sum(1).unique().numel() > 2  # several title lengths here
-    torch.testing.assert_close(grouped, expected, rtol=1e-5, atol=1e-6)
-
 def plain_fine_grained_user(model, user, junk_seed=None):
     """u^f the plain way, as the paper draws it: every slot of the padded [B, H * T] grid embedded on
     its own (junk ids in the padded slots when ``junk_seed`` is given), the Fastformer layer's own

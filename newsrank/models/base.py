@@ -250,6 +250,14 @@ class NewsRecModel(nn.Module):
         news by the longest of them. Models that read the abstract too say so."""
         return ("title",)
 
+    def word_views(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """{text field: view}: the news encoder's views that read one ``text_fields`` column's word
+        ids alone ([N, L] -> [N, Dv]). When there are several, ``encode_news_rows`` runs each in
+        evaluation in groups of its own text length and hands the results to ``encode_news(news,
+        users, texts={field: [N, Dv]})``, which must then take them instead of running the views.
+        Empty (the default): the news encoder runs whole, grouped by its longest text."""
+        return {}
+
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         """[N, D] vectors of the given news items; ``users`` [N] only for user-conditioned models."""
         raise NotImplementedError
@@ -305,11 +313,35 @@ class NewsRecModel(nn.Module):
 
         Real titles are mostly short with a long tail: one 30-word title would otherwise make a
         whole batch 30 wide (5x the work on MovieLens titles). Masking makes the cut exact.
+
+        In evaluation (no gradients) a model with several ``word_views`` (FUM, NAML: title and
+        abstract) runs each view in groups of its own text length, then the rest of the encoder
+        ``max_batch`` rows at a time: grouped by the longer text, a third of the title slots of
+        mlsmall_mind were padding. Training keeps one grouping, whose groups share one lookup gather.
         """
         users_of = (lambda picked: None) if users is None else (lambda picked: users[picked])
+        views = {} if self.training or torch.is_grad_enabled() else self.word_views()
+        if len(views) > 1 and len(rows):
+            texts = {field: self._word_view_rows(view, getattr(news, field).index_select(0, rows), max_batch)
+                     for field, view in views.items()}  # each [R, Dv]
+            step = max_batch or len(rows)
+            return torch.cat([self.encode_news(news.take(rows[lo : lo + step]), users_of(slice(lo, lo + step)),
+                                               texts={field: x[lo : lo + step] for field, x in texts.items()})
+                              for lo in range(0, len(rows), step)])  # [R, D]
         with self.gathered_lookups(news, rows):
             return self.in_length_groups(self.row_lengths(news, rows), max_batch,
                                          lambda picked: self.encode_news(news.take(rows[picked]), users_of(picked)))
+
+    def _word_view_rows(self, view: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor,
+                        max_batch: int | None) -> torch.Tensor:
+        """[R, Dv] ``view`` of word ids [R, L], in groups of similar length, each cut to its longest text."""
+        real = ids != PAD  # [R, L]
+
+        def encode(picked: torch.Tensor) -> torch.Tensor:
+            used = real[picked].any(dim=0).nonzero()
+            return view(ids[picked, : int(used.max()) + 1 if len(used) else 1])  # [r, Dv]
+
+        return self.in_length_groups(real.sum(dim=1), max_batch, encode)
 
     def in_length_groups(self, lengths: torch.Tensor, max_batch: int | None,
                          encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:

@@ -63,9 +63,10 @@ the official title and abstract views have separate word tables (here one, as NA
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -286,11 +287,8 @@ class FUM(NewsRecModel):
                     texts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """[N, D]; ``texts``: {"title", "abstract": [N, D]} text views the caller already has."""
         c, texts = self.config, texts or {}
-        views = []
-        for field, view, on in (("title", getattr(self, "title_view", None), c.use_title),
-                                ("abstract", getattr(self, "abstract_view", None), c.use_abstract)):
-            if on:
-                views.append(texts[field] if field in texts else self._text_view(view, getattr(news, field)))  # [N, D]
+        views = [texts[field] if field in texts else view(getattr(news, field))
+                 for field, view in self.word_views().items()]  # title, abstract: each [N, D]
         attention = c.view_combine == "attention"
         if c.use_categories:
             for table, dense, ids in ((self.categories, self.category_dense, news.category),
@@ -308,32 +306,11 @@ class FUM(NewsRecModel):
     def _text_view(self, view: NewsTextView, ids: torch.Tensor) -> torch.Tensor:
         return view(self.words(ids), ids != PAD)  # [N, L] -> [N, D]
 
-    def encode_news_rows(self, news: NewsFeatures, rows: torch.Tensor, max_batch: int | None = None,
-                         users: torch.Tensor | None = None) -> torch.Tensor:
-        """As the base class's, except in evaluation (no gradients) with both text views: there each
-        view runs in groups of its own text length, then the other views over all rows, ``max_batch``
-        at a time. Grouped by the longer of the two texts (the base class's way, which training
-        keeps: its groups share one lookup gather), a third of the title attention's slots were
-        padding on mlsmall_mind; the values are the same either way (padding is masked). FUM's news
-        vectors do not depend on the reader, so ``users`` is not read."""
+    def word_views(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         c = self.config
-        if self.training or torch.is_grad_enabled() or not (c.use_title and c.use_abstract) or not len(rows):
-            return super().encode_news_rows(news, rows, max_batch, users)
-        texts = {}
-        for field, view in (("title", self.title_view), ("abstract", self.abstract_view)):
-            ids = getattr(news, field).index_select(0, rows)  # [R, L]
-            real = ids != PAD  # [R, L]
-
-            def encode(picked: torch.Tensor, ids: torch.Tensor = ids, real: torch.Tensor = real,
-                       view: NewsTextView = view) -> torch.Tensor:
-                used = real[picked].any(dim=0).nonzero()  # cut to the group's longest text
-                return self._text_view(view, ids[picked, : int(used.max()) + 1 if len(used) else 1])  # [r, D]
-
-            texts[field] = self.in_length_groups(real.sum(dim=1), max_batch, encode)  # [R, D]
-        step = max_batch or len(rows)
-        return torch.cat([self.encode_news(news.take(rows[lo : lo + step]),
-                                           texts={field: x[lo : lo + step] for field, x in texts.items()})
-                          for lo in range(0, len(rows), step)])  # [R, D]
+        views = {"title": getattr(self, "title_view", None) if c.use_title else None,
+                 "abstract": getattr(self, "abstract_view", None) if c.use_abstract else None}
+        return {field: functools.partial(self._text_view, view) for field, view in views.items() if view is not None}
 
     @staticmethod
     def _entities(news: NewsFeatures) -> torch.Tensor:

@@ -25,7 +25,9 @@ when some are given.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -119,15 +121,25 @@ class NAML(NewsRecModel):
     def text_fields(self) -> tuple[str, ...]:
         return ("title", "abstract")
 
-    def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
-        title_mask = news.title != PAD  # [N, Lt]
-        body_mask = news.abstract != PAD  # [N, La]
+    def _text_view(self, view: TextView, ids: torch.Tensor) -> torch.Tensor:
+        return view(self.words(ids), ids != PAD)  # [N, L] -> [N, filters]
+
+    def word_views(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        views = {"title": None if self.config.news_encoder == "plm" else self.title_view,
+                 "abstract": None if self.body_on_plm else self.body_view}
+        return {field: functools.partial(self._text_view, view) for field, view in views.items() if view is not None}
+
+    def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None,
+                    texts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """[N, filters]; ``texts``: {"title", "abstract": [N, filters]} word views the caller already has."""
+        texts, words = dict(texts or {}), self.word_views()
+        for field, view in words.items():
+            if field not in texts:
+                texts[field] = view(getattr(news, field))  # [N, filters]
         views = torch.stack(
             [
-                self.title_view(self.plm_encoder(news, "title")) if self.config.news_encoder == "plm"
-                else self.title_view(self.words(news.title), title_mask),  # [N, filters]
-                self.body_view(self.plm_encoder(news, "body")) if self.body_on_plm
-                else self.body_view(self.words(news.abstract), body_mask),  # [N, filters]
+                texts["title"] if "title" in words else self.title_view(self.plm_encoder(news, "title")),  # [N, filters]
+                texts["abstract"] if "abstract" in words else self.body_view(self.plm_encoder(news, "body")),
                 self.category_view(news.category),  # [N, filters]
                 self.subcategory_view(news.subcategory),  # [N, filters]
             ],
