@@ -41,14 +41,15 @@ def segment_weighted_sum(counts: torch.Tensor, rows: torch.Tensor, weights: torc
     """[S, m] sums, for each segment s, of ``weights`` [N] times rows ``table[rows]`` [N, m] of its
     entries: the N entries are in segment order, ``counts`` [S] of them per segment (rows may repeat).
 
-    Without autograd, one sparse [S, R] x [R, m] product (CSR): the [N, m] gathered rows are never
-    formed, which costs a tenth of gather, multiply and ``index_add`` on the CPU (FUM's per-news
-    pooling in evaluation: 0.07 against 0.68 ms for ~8k entries of 40 floats). With autograd, the
-    gather (torch's CSR backward does not take repeated rows within a segment).
+    On the CPU without autograd, one sparse [S, R] x [R, m] product (CSR): the [N, m] gathered rows
+    are never formed, which costs a tenth of gather, multiply and ``index_add`` (FUM's per-news
+    pooling in evaluation: 0.07 against 0.68 ms for ~8k entries of 40 floats). Otherwise the gather
+    (torch's CSR backward does not take repeated rows within a segment; on a GPU the gather is what
+    was measured).
     """
     # at least fp32 (bf16 under autocast: CSR products have no bf16 kernel, and the sums gain precision)
     dtype = torch.promote_types(torch.promote_types(weights.dtype, table.dtype), torch.float32)
-    if torch.is_grad_enabled() and (weights.requires_grad or table.requires_grad):
+    if table.device.type != "cpu" or (torch.is_grad_enabled() and (weights.requires_grad or table.requires_grad)):
         segment = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)  # [N]
         weighted = weights.to(dtype)[:, None] * table.index_select(0, rows).to(dtype)  # [N, m]
         return weighted.new_zeros(len(counts), table.shape[1]).index_add(0, segment, weighted)
