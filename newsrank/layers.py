@@ -35,7 +35,6 @@ def segment_softmax(scores: torch.Tensor, segment: torch.Tensor, segments: int) 
     return e / total[segment]
 
 
-
 def segment_weighted_sum(counts: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
                          table: torch.Tensor) -> torch.Tensor:
     """[S, m] sums, for each segment s, of ``weights`` [N] times rows ``table[rows]`` [N, m] of its

@@ -307,9 +307,8 @@ class FUM(NewsRecModel):
         return view(self.words(ids), ids != PAD)  # [N, L] -> [N, D]
 
     def word_views(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        c = self.config
-        views = {"title": getattr(self, "title_view", None) if c.use_title else None,
-                 "abstract": getattr(self, "abstract_view", None) if c.use_abstract else None}
+        views = {"title": self.title_view if self.config.use_title else None,
+                 "abstract": self.abstract_view if self.config.use_abstract else None}
         return {field: functools.partial(self._text_view, view) for field, view in views.items() if view is not None}
 
     @staticmethod
