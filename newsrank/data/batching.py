@@ -113,11 +113,16 @@ class NewsFeatures:
                 continue
             value = value[rows]
             if value.dim() == 2 and not value.is_floating_point():  # token columns; PLM vectors stay whole
-                used = (value != PAD).any(dim=0).nonzero()
-                width = int(used.max()) + 1 if len(used) else 1
-                value = value[:, :width]
+                value = cut_padding(value)
             out[f.name] = value
         return NewsFeatures(**out)
+
+
+def cut_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """Right-padded token ids [..., L] cut to [..., W]: up to the last column any row uses (at least
+    one column). Exact wherever padding is masked."""
+    used = (tokens != PAD).reshape(-1, tokens.shape[-1]).any(dim=0).nonzero()
+    return tokens[..., : int(used.max()) + 1 if len(used) else 1]
 
 
 def gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

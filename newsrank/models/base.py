@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batching import NewsFeatures, TrainBatch, UserInputs, gather_rows
+from ..data.batching import NewsFeatures, TrainBatch, UserInputs, cut_padding, gather_rows
 from ..data.plm import DEFAULT_PLM
 from ..data.vocab import PAD, Vocabularies
 from ..layers import LookupTable
@@ -258,6 +258,12 @@ class NewsRecModel(nn.Module):
         Empty (the default): the news encoder runs whole, grouped by its longest text."""
         return {}
 
+    def on_word_ids(self, view: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A ``word_views`` entry: ``view(embedded, mask)`` over the model's word table ``self.words``,
+        as a function of word ids [N, L]."""
+        return lambda ids: view(self.words(ids), ids != PAD)
+
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None) -> torch.Tensor:
         """[N, D] vectors of the given news items; ``users`` [N] only for user-conditioned models."""
         raise NotImplementedError
@@ -335,13 +341,8 @@ class NewsRecModel(nn.Module):
     def _word_view_rows(self, view: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor,
                         max_batch: int | None) -> torch.Tensor:
         """[R, Dv] ``view`` of word ids [R, L], in groups of similar length, each cut to its longest text."""
-        real = ids != PAD  # [R, L]
-
-        def encode(picked: torch.Tensor) -> torch.Tensor:
-            used = real[picked].any(dim=0).nonzero()
-            return view(ids[picked, : int(used.max()) + 1 if len(used) else 1])  # [r, Dv]
-
-        return self.in_length_groups(real.sum(dim=1), max_batch, encode)
+        return self.in_length_groups((ids != PAD).sum(dim=1), max_batch,
+                                     lambda picked: view(cut_padding(ids[picked])))  # [r, Dv] per group
 
     def in_length_groups(self, lengths: torch.Tensor, max_batch: int | None,
                          encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:

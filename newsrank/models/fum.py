@@ -63,7 +63,6 @@ the official title and abstract views have separate word tables (here one, as NA
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple
@@ -71,7 +70,7 @@ from typing import Callable, Literal, NamedTuple
 import torch
 from torch import nn
 
-from ..data.batching import NewsFeatures, UserInputs
+from ..data.batching import NewsFeatures, UserInputs, cut_padding
 from ..data.dataset import NewsTable
 from ..data.vocab import PAD
 from ..fastformer import Fastformer
@@ -303,13 +302,10 @@ class FUM(NewsRecModel):
             return self.view_pool(torch.stack(views, dim=1))  # [N, D]
         return torch.relu(self.view_dense(torch.cat(views, dim=-1)))  # [N, D]
 
-    def _text_view(self, view: NewsTextView, ids: torch.Tensor) -> torch.Tensor:
-        return view(self.words(ids), ids != PAD)  # [N, L] -> [N, D]
-
     def word_views(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         views = {"title": self.title_view if self.config.use_title else None,
                  "abstract": self.abstract_view if self.config.use_abstract else None}
-        return {field: functools.partial(self._text_view, view) for field, view in views.items() if view is not None}
+        return {field: self.on_word_ids(view) for field, view in views.items() if view is not None}  # -> [N, D]
 
     @staticmethod
     def _entities(news: NewsFeatures) -> torch.Tensor:
@@ -361,8 +357,7 @@ class FUM(NewsRecModel):
         ids, kinds = [], []
 
         def add(index: torch.Tensor, kind: int) -> None:
-            used = (index != PAD).flatten(0, 1).any(dim=0).nonzero()  # cut to the widest text here
-            index = index[..., : int(used.max()) + 1 if len(used) else 1]
+            index = cut_padding(index)  # cut to the widest text here
             ids.append(index)
             kinds.append(torch.full_like(index, kind))
 

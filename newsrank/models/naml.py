@@ -25,7 +25,6 @@ when some are given.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,7 +32,6 @@ import torch
 from torch import nn
 
 from ..data.batching import NewsFeatures, UserInputs
-from ..data.vocab import PAD
 from ..layers import AdditiveAttention, TextCNN
 from ..data.plm import plm_views
 from .base import ModelContext, NewsRecModel, PLMOptions, PLMEncoder, adapt_plm_dim, check_news_encoder, word_embedding
@@ -121,13 +119,10 @@ class NAML(NewsRecModel):
     def text_fields(self) -> tuple[str, ...]:
         return ("title", "abstract")
 
-    def _text_view(self, view: TextView, ids: torch.Tensor) -> torch.Tensor:
-        return view(self.words(ids), ids != PAD)  # [N, L] -> [N, filters]
-
     def word_views(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         views = {"title": None if self.config.news_encoder == "plm" else self.title_view,
                  "abstract": None if self.body_on_plm else self.body_view}
-        return {field: functools.partial(self._text_view, view) for field, view in views.items() if view is not None}
+        return {field: self.on_word_ids(view) for field, view in views.items() if view is not None}  # -> [N, filters]
 
     def encode_news(self, news: NewsFeatures, users: torch.Tensor | None = None,
                     texts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
